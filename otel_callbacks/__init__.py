@@ -1,0 +1,35 @@
+"""otel-callbacks: LangChain-style callbacks as OpenTelemetry traces.
+
+Add ``callbacks=[OTelHandler()]`` to a chain, model, tool or agent call and every run becomes
+a span, nested exactly as the runs nest.
+"""
+
+from .context_bridge import run_context
+from .handler import OTelHandler
+from .handlers import AsyncCallbackHandler, BaseCallbackHandler
+from .manager import (
+    AsyncCallbackManager,
+    AsyncCallbackManagerForChainRun,
+    AsyncCallbackManagerForLLMRun,
+    AsyncCallbackManagerForRetrieverRun,
+    AsyncCallbackManagerForToolRun,
+    AsyncRunManager,
+    BaseCallbackManager,
+    BaseRunManager,
+    CallbackManager,
+    CallbackManagerForChainRun,
+    CallbackManagerForLLMRun,
+    CallbackManagerForRetrieverRun,
+    CallbackManagerForToolRun,
+    RunManager,
+)
+from .version import __version__
+
+__all__ = [
+    "AsyncCallbackHandler", "AsyncCallbackManager", "AsyncCallbackManagerForChainRun",
+    "AsyncCallbackManagerForLLMRun", "AsyncCallbackManagerForRetrieverRun",
+    "AsyncCallbackManagerForToolRun", "AsyncRunManager", "BaseCallbackHandler",
+    "BaseCallbackManager", "BaseRunManager", "CallbackManager", "CallbackManagerForChainRun",
+    "CallbackManagerForLLMRun", "CallbackManagerForRetrieverRun", "CallbackManagerForToolRun",
+    "OTelHandler", "RunManager", "__version__", "run_context",
+]

@@ -1,0 +1,194 @@
+"""What may leave the process: content capture policy, size caps and secret redaction.
+
+Two rules hold everywhere: prompt/output content is exported only when the user opted in,
+and values under secret-looking keys (or pydantic ``SecretStr``) are never exported.
+Every function here is total: odd input gives a safe, capped value, never an exception.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+logger = logging.getLogger("otel_callbacks")
+
+CAPTURE_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+REDACTED = "[REDACTED]"
+DEFAULT_MAX_LENGTH = 8192
+_MAX_DEPTH = 8
+_MAX_ITEMS = 100
+
+# Key fragments that mark a secret once separators are removed and case folded
+# ("api_key", "apiKey" and "API-KEY" all become "apikey").
+_SECRET_FRAGMENTS = (
+    "password", "passwd", "secret", "apikey", "privatekey", "accesskey", "credential",
+    "authorization", "cookie", "sessionid", "signature",
+)
+_SEPARATORS = re.compile(r"[^a-z0-9]")
+# Values that look like credentials whatever their key (provider key formats, bearer headers).
+_SECRET_VALUE = re.compile(
+    r"(?:\bsk-[A-Za-z0-9_\-]{12,}|\bBearer\s+[A-Za-z0-9._\-]{8,}|\bAKIA[0-9A-Z]{16}\b"
+    r"|\bgh[pousr]_[A-Za-z0-9]{20,}|\bxox[abpr]-[A-Za-z0-9\-]{10,}|\bAIza[0-9A-Za-z_\-]{30,})"
+)
+
+_secret_key_cache: dict[str, bool] = {}
+
+
+def is_secret_key(key: object) -> bool:
+    """True for keys such as ``api_key``, ``openai_api_key``, ``access_token``, ``password``.
+
+    Token *counts* (``max_tokens``, ``token_count``) are not secrets: only a key that ends in
+    the singular ``token`` is.
+    """
+    if not isinstance(key, str):
+        return False
+    cached = _secret_key_cache.get(key)
+    if cached is None:
+        flat = _SEPARATORS.sub("", key.lower())
+        cached = flat.endswith("token") or flat == "auth" or any(
+            fragment in flat for fragment in _SECRET_FRAGMENTS
+        )
+        if len(_secret_key_cache) < 4096:
+            _secret_key_cache[key] = cached
+    return cached
+
+
+def is_secret_value(value: object) -> bool:
+    """True for pydantic secrets and strings shaped like provider API keys or bearer tokens."""
+    if type(value).__name__ in ("SecretStr", "SecretBytes"):
+        return True
+    return isinstance(value, str) and _SECRET_VALUE.search(value) is not None
+
+
+def truncate(text: str, max_length: int) -> str:
+    """Cap ``text`` at ``max_length`` characters, saying how much was cut."""
+    if len(text) <= max_length:
+        return text
+    return f"{text[:max_length]}...[truncated {len(text) - max_length} chars]"
+
+
+def safe_repr(value: object, max_length: int = DEFAULT_MAX_LENGTH) -> str:
+    """``repr`` that never raises and never returns more than ``max_length`` characters."""
+    try:
+        text = repr(value)
+    except Exception:  # an unprintable object must not break tracing
+        text = f"<unprintable {type(value).__qualname__}>"
+    return truncate(text, max_length)
+
+
+def sanitize(value: Any, max_length: int = DEFAULT_MAX_LENGTH, _depth: int = 0,
+             _seen: set[int] | None = None) -> Any:
+    """Turn ``value`` into JSON-able data with secrets masked, cycles cut and sizes capped."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, str):
+        return REDACTED if _SECRET_VALUE.search(value) else truncate(value, max_length)
+    if is_secret_value(value):
+        return REDACTED
+    if _depth >= _MAX_DEPTH:
+        return "[max depth]"
+    seen = _seen if _seen is not None else set()
+    marker = id(value)
+    if marker in seen:
+        return "[cycle]"
+    seen.add(marker)
+    try:
+        if isinstance(value, Mapping):
+            out: dict[str, Any] = {}
+            for index, (key, item) in enumerate(value.items()):
+                if index >= _MAX_ITEMS:
+                    out["..."] = f"{len(value) - _MAX_ITEMS} more"
+                    break
+                name = key if isinstance(key, str) else safe_repr(key, 200)
+                out[name] = REDACTED if is_secret_key(name) else sanitize(
+                    item, max_length, _depth + 1, seen)
+            return out
+        if isinstance(value, (list, tuple, set, frozenset)):
+            items = list(value)
+            out_list = [sanitize(item, max_length, _depth + 1, seen) for item in items[:_MAX_ITEMS]]
+            if len(items) > _MAX_ITEMS:
+                out_list.append(f"... {len(items) - _MAX_ITEMS} more")
+            return out_list
+        if isinstance(value, bytes):
+            return f"<{len(value)} bytes>"
+        dump = getattr(value, "model_dump", None)  # pydantic models, LangChain messages
+        if callable(dump):
+            try:
+                return sanitize(dump(), max_length, _depth + 1, seen)
+            except Exception:
+                pass
+        return safe_repr(value, max_length)
+    finally:
+        seen.discard(marker)
+
+
+def to_json(value: Any, max_length: int = DEFAULT_MAX_LENGTH) -> str:
+    """Sanitized JSON text of ``value``, capped at ``max_length``; never raises."""
+    if isinstance(value, str):
+        return REDACTED if _SECRET_VALUE.search(value) else truncate(value, max_length)
+    try:
+        text = json.dumps(sanitize(value, max_length), ensure_ascii=False, default=str)
+    except Exception:
+        text = safe_repr(value, max_length)
+    return truncate(text, max_length)
+
+
+def scalar_attribute(value: Any, max_length: int = DEFAULT_MAX_LENGTH) -> Any:
+    """A value OTel accepts as an attribute (scalar or homogeneous sequence), or None to skip."""
+    if value is None:
+        return None
+    if isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, str):
+        return REDACTED if _SECRET_VALUE.search(value) else truncate(value, max_length)
+    if is_secret_value(value):
+        return REDACTED
+    if isinstance(value, (list, tuple)) and value and len(value) <= _MAX_ITEMS:
+        if all(isinstance(item, str) for item in value):
+            return tuple(scalar_attribute(item, max_length) for item in value)
+        first = type(value[0])
+        if first in (bool, int, float) and all(type(item) is first for item in value):
+            return tuple(value)
+    return to_json(value, max_length)
+
+
+def capture_enabled_from_env() -> bool:
+    """The GenAI conventions' opt-in switch for recording message content."""
+    return os.environ.get(CAPTURE_ENV, "").strip().lower() in ("true", "1", "yes", "on")
+
+
+class ContentPolicy:
+    """Decides whether content is recorded and turns it into a safe, capped, redacted string.
+
+    ``redact`` is the user's hook: it sees every content value (already masked and capped)
+    and returns the text to export, or None to drop it.
+    """
+
+    __slots__ = ("enabled", "max_length", "_redact", "_hook_failed")
+
+    def __init__(self, enabled: bool | None = None, max_length: int = DEFAULT_MAX_LENGTH,
+                 redact: Callable[[str], str | None] | None = None) -> None:
+        self.enabled = capture_enabled_from_env() if enabled is None else bool(enabled)
+        self.max_length = max_length
+        self._redact = redact
+        self._hook_failed = False
+
+    def render(self, value: Any) -> str | None:
+        """The exported text for a content value, or None when nothing may be exported."""
+        if not self.enabled:
+            return None
+        text = to_json(value, self.max_length)
+        if self._redact is None:
+            return text
+        try:
+            result = self._redact(text)
+        except Exception as exc:  # the hook must not break the app; drop the value instead
+            if not self._hook_failed:
+                self._hook_failed = True
+                logger.warning("otel-callbacks: redact hook raised %r; content dropped", exc)
+            return None
+        return None if result is None else truncate(str(result), self.max_length)

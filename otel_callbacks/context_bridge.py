@@ -1,0 +1,306 @@
+"""Make a run's span the current OTel span *inside the run's own execution*.
+
+LangChain creates no OTel context of its own, and attaching in a start callback then detaching
+in the end callback fails in async code (end callbacks run in a shielded task on a copied
+context). So we hook the places where the run's code actually executes:
+
+* ``set_config_context`` (langchain_core.runnables.config and LangGraph's twin): LangChain
+  copies the context for a child run there; we make the run's span current in that *copy*,
+  which is thrown away afterwards, so nothing leaks and nothing needs detaching.
+* a model's provider call (``_generate_with_cache`` / ``_generate_helper``) and its streaming
+  and a retriever's ``invoke``: attach/detach within one frame, or per step of a stream.
+
+Patches are installed once with wrapt, are reversible (``uninstall``) and do nothing for runs
+no OTelHandler traces (the registry has no context for them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from collections.abc import Iterator
+import threading
+from contextvars import ContextVar, Token
+from typing import Any
+
+import wrapt
+from opentelemetry import context as otel_context
+from opentelemetry.context import Context
+
+from . import attributes as attr
+from .registry import active_context
+
+logger = logging.getLogger("otel_callbacks")
+
+# OTel's runtime context is a ContextVar; setting it directly is the same operation as
+# ``context.attach`` without the indirection, which matters once per streamed token.
+_RUNTIME_VAR = getattr(getattr(otel_context, "_RUNTIME_CONTEXT", None), "_current_context", None)
+if isinstance(_RUNTIME_VAR, ContextVar):
+    _attach = _RUNTIME_VAR.set
+
+    def _detach(token: Any) -> None:
+        try:
+            _RUNTIME_VAR.reset(token)  # type: ignore[union-attr]
+        except (ValueError, RuntimeError):  # token from another context: leave it be
+            pass
+else:  # pragma: no cover - a custom runtime context
+    _attach = otel_context.attach
+    _detach = otel_context.detach
+
+_MODEL_RUNS = frozenset({attr.CHAT_MODEL, attr.LLM})
+_RETRIEVER_RUNS = frozenset({attr.RETRIEVER})
+
+
+class _Scope:
+    """A call (or stream) whose run starts *inside* it: the start callback claims it."""
+
+    __slots__ = ("run_types", "context", "token")
+
+    def __init__(self, run_types: frozenset[str]) -> None:
+        self.run_types = run_types
+        self.context: Context | None = None
+        self.token: Token[Any] | None = None
+
+
+_PENDING: ContextVar[_Scope | None] = ContextVar("otel_callbacks_pending_scope", default=None)
+
+
+def claim_pending_scope(context: Context, run_type: str) -> None:
+    """Called by the handler when a run starts: if a scope waits for this kind of run, make
+    the run's span current until the scope's frame (or stream step) exits."""
+    scope = _PENDING.get()
+    if scope is None or scope.context is not None or run_type not in scope.run_types:
+        return
+    scope.context = context
+    scope.token = _attach(context)
+
+
+def _enter(scope: _Scope) -> Token[Any] | None:
+    if scope.context is not None:
+        scope.token = _attach(scope.context)
+        return None
+    return _PENDING.set(scope)
+
+
+def _exit(scope: _Scope, pending: Token[Any] | None) -> None:
+    if scope.token is not None:
+        _detach(scope.token)
+        scope.token = None
+    if pending is not None:
+        _PENDING.reset(pending)
+
+
+# --- the per-step loops: the only sync/async twins, kept to the bare iteration -------------
+def _scoped_iter(iterator: Any, scope: _Scope) -> Any:
+    try:
+        while True:
+            pending = _enter(scope)
+            try:
+                item = next(iterator)
+            except StopIteration:
+                return
+            finally:
+                _exit(scope, pending)
+            yield item
+    finally:
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            pending = _enter(scope)
+            try:
+                close()
+            finally:
+                _exit(scope, pending)
+
+
+async def _scoped_aiter(iterator: Any, scope: _Scope) -> Any:
+    try:
+        while True:
+            pending = _enter(scope)
+            try:
+                item = await iterator.__anext__()
+            except StopAsyncIteration:
+                return
+            finally:
+                _exit(scope, pending)
+            yield item
+    finally:
+        aclose = getattr(iterator, "aclose", None)
+        if aclose is not None:
+            pending = _enter(scope)
+            try:
+                await aclose()
+            finally:
+                _exit(scope, pending)
+
+
+def _call_in_scope(wrapped: Any, args: Any, kwargs: Any, scope: _Scope) -> Any:
+    pending = _enter(scope)
+    try:
+        return wrapped(*args, **kwargs)
+    finally:
+        _exit(scope, pending)
+
+
+async def _acall_in_scope(wrapped: Any, args: Any, kwargs: Any, scope: _Scope) -> Any:
+    pending = _enter(scope)
+    try:
+        return await wrapped(*args, **kwargs)
+    finally:
+        _exit(scope, pending)
+
+
+def _known_scope(context: Context | None, run_types: frozenset[str]) -> _Scope:
+    scope = _Scope(run_types)
+    scope.context = context
+    return scope
+
+
+# --- wrappers ---------------------------------------------------------------------------------
+def _config_context_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    """Runs inside LangChain's copied child context: make the parent run's span current there."""
+    result = wrapped(*args, **kwargs)
+    try:
+        config = args[0] if args else kwargs.get("config")
+        callbacks = config.get("callbacks") if isinstance(config, dict) else None
+        run_id = getattr(callbacks, "parent_run_id", None)
+        if run_id is not None:
+            context = active_context(run_id)
+            if context is not None:
+                _attach(context)  # the copy is discarded by LangChain: nothing to detach
+    except Exception:  # never break LangChain's own plumbing
+        logger.debug("otel-callbacks: could not bridge run context", exc_info=True)
+    return result
+
+
+def _run_manager_context(args: Any, kwargs: Any, position: int, key: str) -> Context | None:
+    manager = kwargs.get(key) if key in kwargs else (args[position] if len(args) > position else None)
+    if isinstance(manager, list):  # BaseLLM passes one run manager per prompt
+        manager = manager[0] if manager else None
+    run_id = getattr(manager, "run_id", None)
+    return active_context(run_id) if run_id is not None else None
+
+
+def _provider_call(position: int, key: str, is_async: bool) -> Any:
+    """The model's own generate path: its run manager names the run whose span to make current."""
+    def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        context = _run_manager_context(args, kwargs, position, key)
+        if context is None:
+            return wrapped(*args, **kwargs)
+        scope = _known_scope(context, _MODEL_RUNS)
+        call = _acall_in_scope if is_async else _call_in_scope
+        return call(wrapped, args, kwargs, scope)
+    return wrapper
+
+
+def _starts_inside(run_types: frozenset[str], kind: str) -> Any:
+    """For calls whose run starts inside them (stream, retriever invoke): claim on start."""
+    def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        scope = _Scope(run_types)
+        if kind == "iter":
+            return _scoped_iter(wrapped(*args, **kwargs), scope)
+        if kind == "aiter":
+            return _scoped_aiter(wrapped(*args, **kwargs), scope)
+        if kind == "acall":
+            return _acall_in_scope(wrapped, args, kwargs, scope)
+        return _call_in_scope(wrapped, args, kwargs, scope)
+    return wrapper
+
+
+# (module, attribute path, wrapper factory) for every patch point.
+_PATCHES: tuple[tuple[str, str, Any], ...] = (
+    ("langchain_core.runnables.config", "_set_config_context", _config_context_wrapper),
+    ("langgraph._internal._runnable", "_set_config_context", _config_context_wrapper),
+    ("langchain_core.language_models.chat_models", "BaseChatModel._generate_with_cache",
+     _provider_call(2, "run_manager", False)),
+    ("langchain_core.language_models.chat_models", "BaseChatModel._agenerate_with_cache",
+     _provider_call(2, "run_manager", True)),
+    ("langchain_core.language_models.llms", "BaseLLM._generate_helper",
+     _provider_call(2, "run_managers", False)),
+    ("langchain_core.language_models.llms", "BaseLLM._agenerate_helper",
+     _provider_call(2, "run_managers", True)),
+    ("langchain_core.language_models.chat_models", "BaseChatModel.stream",
+     _starts_inside(_MODEL_RUNS, "iter")),
+    ("langchain_core.language_models.chat_models", "BaseChatModel.astream",
+     _starts_inside(_MODEL_RUNS, "aiter")),
+    ("langchain_core.language_models.llms", "BaseLLM.stream", _starts_inside(_MODEL_RUNS, "iter")),
+    ("langchain_core.language_models.llms", "BaseLLM.astream", _starts_inside(_MODEL_RUNS, "aiter")),
+    ("langchain_core.retrievers", "BaseRetriever.invoke", _starts_inside(_RETRIEVER_RUNS, "call")),
+    ("langchain_core.retrievers", "BaseRetriever.ainvoke", _starts_inside(_RETRIEVER_RUNS, "acall")),
+)
+
+_lock = threading.RLock()  # re-entrant: post-import hooks may fire inside install()
+_installed = False
+_hooks_registered = False
+_applied: list[tuple[Any, str]] = []  # (owner object, attribute) of every live patch
+
+
+def _apply(module: Any, path: str, wrapper: Any) -> None:
+    owner_name, _, attribute = path.rpartition(".")
+    owner = getattr(module, owner_name) if owner_name else module
+    current = vars(owner).get(attribute)
+    if current is None or isinstance(current, wrapt.ObjectProxy):
+        return  # absent in this version, or already wrapped
+    wrapt.wrap_function_wrapper(module, path, wrapper)
+    _applied.append((owner, attribute))
+
+
+def _hook(path: str, wrapper: Any) -> Any:
+    def patch(module: Any) -> None:
+        with _lock:
+            if not _installed:
+                return
+            try:
+                _apply(module, path, wrapper)
+            except Exception:
+                logger.debug("otel-callbacks: could not patch %s", path, exc_info=True)
+    return patch
+
+
+def install() -> None:
+    """Install the patches (idempotent). Modules imported later are patched on import."""
+    global _installed, _hooks_registered
+    with _lock:
+        if _installed:
+            return
+        _installed = True
+        for module_name, path, wrapper in _PATCHES:
+            if _hooks_registered:
+                module = sys.modules.get(module_name)
+                if module is not None:
+                    _hook(path, wrapper)(module)
+            else:  # fires now if the module is already imported, else on its import
+                wrapt.register_post_import_hook(_hook(path, wrapper), module_name)
+        _hooks_registered = True
+
+
+def uninstall() -> None:
+    """Remove every patch this module applied; later imports are left untouched."""
+    global _installed
+    with _lock:
+        _installed = False
+        while _applied:
+            owner, attribute = _applied.pop()
+            current = owner.__dict__.get(attribute)
+            if isinstance(current, wrapt.ObjectProxy):
+                setattr(owner, attribute, current.__wrapped__)
+
+
+def is_installed() -> bool:
+    return _installed
+
+
+@contextlib.contextmanager
+def run_context(run: Any) -> Iterator[None]:
+    """Make a run's span current for the block: for code driven by our own CallbackManager.
+
+    ``run`` is a run manager or a run id. Works in sync and async code (attach and detach
+    happen in the same frame). Does nothing for runs no OTelHandler traces.
+    """
+    context = active_context(getattr(run, "run_id", run))
+    token = _attach(context) if context is not None else None
+    try:
+        yield
+    finally:
+        if token is not None:
+            _detach(token)

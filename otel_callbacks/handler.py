@@ -1,0 +1,424 @@
+"""OTelHandler: every start/end/error pair of a run becomes one OpenTelemetry span.
+
+Each callback is a few lines over the run registry (``registry.py``), the pure mappings
+(``mapping.py``) and the content policy (``content.py``). Every public callback is guarded:
+tracing never raises into the traced app unless the user set ``raise_error``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import logging
+import time
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+from uuid import UUID
+
+from opentelemetry import trace
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
+
+from . import attributes as attr
+from . import mapping
+from .content import DEFAULT_MAX_LENGTH, ContentPolicy
+from . import context_bridge
+from .context_bridge import claim_pending_scope
+from .handlers import BaseCallbackHandler
+from .messages import split_system, to_genai_message
+from .metrics import GenAIMetrics
+from .registry import RunRegistry, RunState, active_context
+from .version import __version__
+
+logger = logging.getLogger("otel_callbacks")
+
+F = TypeVar("F", bound=Callable[..., Any])
+_logged: set[tuple[str, type]] = set()
+_live_handlers: weakref.WeakSet[OTelHandler] = weakref.WeakSet()
+_INTERNAL = SpanKind.INTERNAL
+_CONTROL_FLOW_ERRORS = frozenset({"GraphInterrupt", "GraphBubbleUp", "ParentCommand", "NodeInterrupt"})
+
+
+def _guarded(method: F) -> F:
+    """Never let a tracing bug reach the app: log once per (event, error type) instead."""
+    event = method.__name__
+
+    @functools.wraps(method)
+    def wrapper(self: OTelHandler, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as exc:
+            if self.raise_error:
+                raise
+            key = (event, type(exc))
+            if key not in _logged:
+                _logged.add(key)
+                logger.warning("otel-callbacks: %s failed and was skipped: %r", event, exc,
+                               exc_info=True)
+            return None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _log_once(event: str, message: str, *args: Any) -> None:
+    key = (event, LookupError)
+    if key not in _logged:
+        _logged.add(key)
+        logger.debug("otel-callbacks: " + message, *args)
+
+
+class OTelHandler(BaseCallbackHandler):
+    """A LangChain callback handler that records every run as an OpenTelemetry span.
+
+    Args:
+        tracer_provider: where spans go; the global provider when omitted.
+        meter_provider: enables GenAI metrics; the global one is used only if configured.
+        capture_content: record prompts, outputs, tool arguments and documents. Defaults to
+            ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``. Secrets are never recorded.
+        redact: called with every content value before export; return the text to keep or None.
+        max_content_length: cap on each recorded content value (a marker says what was cut).
+        max_open_runs: runs kept open at most; beyond it the oldest are ended as evicted.
+        max_token_events: streamed tokens recorded as span events per run (the count is exact).
+    """
+
+    run_inline = True  # cheap and non-blocking; keeps async starts in the run's own task
+    raise_error = False
+
+    def __init__(self, tracer_provider: TracerProvider | None = None, *,
+                 meter_provider: MeterProvider | None = None,
+                 capture_content: bool | None = None,
+                 redact: Callable[[str], str | None] | None = None,
+                 max_content_length: int = DEFAULT_MAX_LENGTH,
+                 max_open_runs: int = 10_000,
+                 max_token_events: int = 8) -> None:
+        super().__init__()
+        self._tracer = trace.get_tracer("otel_callbacks", __version__, tracer_provider=tracer_provider)
+        self._registry = RunRegistry(max_open_runs)
+        self._content = ContentPolicy(capture_content, max_content_length, redact)
+        self._metrics = GenAIMetrics.create(meter_provider)
+        self._max_token_events = max(0, max_token_events)
+        _register_for_exit(self)
+        context_bridge.install()
+
+    # --- lifecycle core ------------------------------------------------------------------
+    def _start(self, run_id: Any, parent_run_id: Any, run_type: str, name: str,
+               attributes: dict[str, Any], kind: SpanKind = _INTERNAL) -> RunState | None:
+        registry = self._registry
+        if registry.get(run_id) is not None:
+            _log_once("duplicate", "run %s started twice; the second start is ignored", run_id)
+            return None
+        parent = registry.get(parent_run_id) if parent_run_id is not None else None
+        if parent is not None:
+            parent_context = parent.context
+        elif parent_run_id is not None:
+            # Parent traced by another handler (or not at all): its span, else the current one.
+            parent_context = active_context(parent_run_id)
+        else:
+            parent_context = None
+        span = self._tracer.start_span(name, context=parent_context, kind=kind, attributes=attributes)
+        state = RunState(run_id, span, trace.set_span_in_context(span),
+                         parent.root if parent is not None else None, run_type, time.time_ns())
+        for evicted in registry.add(state):
+            evicted.span.set_attribute(attr.RUN_EVICTED, True)
+            evicted.span.end()
+        return state
+
+    def _end(self, run_id: Any, attributes: dict[str, Any] | None = None,
+             error: BaseException | None = None) -> RunState | None:
+        state = self._registry.pop(run_id)
+        if state is None:
+            _log_once("unknown", "end/error for unknown run %s ignored", run_id)
+            return None
+        span = state.span
+        if state.token_count:
+            span.set_attribute(attr.LLM_TOKEN_COUNT, state.token_count)
+            span.set_attribute(attr.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK,
+                               (state.first_token_ns - state.start_ns) / 1e9)
+        if attributes:
+            span.set_attributes(attributes)
+        if error is not None:
+            _record_error(span, error)
+        if state.metric_attributes is not None and self._metrics is not None:
+            self._metrics.record(state, attributes, error)
+        if state.root is state and state.descendants:
+            for orphan in self._registry.pop_descendants(state):
+                orphan.span.set_attribute(attr.RUN_ORPHANED, True)
+                orphan.span.add_event(attr.EVENT_ORPHANED, {"reason": "root run ended first"})
+                orphan.span.end()
+        span.end()
+        return state
+
+    def _event(self, run_id: Any, name: str, attributes: dict[str, Any]) -> RunState | None:
+        state = self._registry.get(run_id)
+        if state is None:
+            _log_once("unknown-event", "%s for unknown run %s ignored", name, run_id)
+            return None
+        state.span.add_event(name, attributes)
+        return state
+
+    def _common(self, run_id: Any, run_type: str, name: str, tags: Any, metadata: Any) -> dict[str, Any]:
+        return mapping.common_attributes(run_id, run_type, name, tags, metadata)
+
+    def _content_attr(self, attributes: dict[str, Any], key: str, value: Any) -> None:
+        if self._content.enabled:
+            text = self._content.render(value)
+            if text is not None:
+                attributes[key] = text
+
+    def close(self) -> None:
+        """End every span still open (marked evicted), e.g. at interpreter exit."""
+        for state in self._registry.pop_all():
+            state.span.set_attribute(attr.RUN_EVICTED, True)
+            state.span.end()
+
+    # --- chains ----------------------------------------------------------------------------
+    @_guarded
+    def on_chain_start(self, serialized: dict[str, Any] | None, inputs: Any, *, run_id: UUID,
+                       parent_run_id: UUID | None = None, tags: list[str] | None = None,
+                       metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        name = mapping.run_name(serialized, kwargs, "chain")
+        attributes = self._common(run_id, attr.CHAIN, name, tags, metadata)
+        span_name, extra = mapping.chain_span(name, tags, metadata)
+        if extra:
+            attributes.update(extra)
+        self._content_attr(attributes, attr.RUN_INPUTS, inputs)
+        self._start(run_id, parent_run_id, attr.CHAIN, span_name, attributes)
+
+    @_guarded
+    def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        attributes: dict[str, Any] = {}
+        self._content_attr(attributes, attr.RUN_OUTPUTS, outputs)
+        self._end(run_id, attributes)
+
+    @_guarded
+    def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        self._end(run_id, None, error)
+
+    # --- models ----------------------------------------------------------------------------
+    def _model_start(self, run_type: str, serialized: Any, run_id: Any, parent_run_id: Any,
+                     tags: Any, metadata: Any, kwargs: dict[str, Any],
+                     input_attrs: Callable[[dict[str, Any]], None]) -> None:
+        span_name, kind, model_attrs = mapping.model_span(run_type, serialized, metadata, kwargs)
+        attributes = self._common(run_id, run_type, mapping.run_name(serialized, kwargs, run_type),
+                                  tags, metadata)
+        attributes.update(model_attrs)
+        if self._content.enabled:
+            input_attrs(attributes)
+        state = self._start(run_id, parent_run_id, run_type, span_name, attributes, kind)
+        if state is not None:
+            if self._metrics is not None:
+                state.metric_attributes = GenAIMetrics.base_attributes(model_attrs)
+            claim_pending_scope(state.context, run_type)
+
+    @_guarded
+    def on_chat_model_start(self, serialized: dict[str, Any] | None, messages: list[list[Any]], *,
+                            run_id: UUID, parent_run_id: UUID | None = None,
+                            tags: list[str] | None = None, metadata: dict[str, Any] | None = None,
+                            **kwargs: Any) -> None:
+        def inputs(attributes: dict[str, Any]) -> None:
+            system, rest = split_system(messages[0] if messages else [])
+            if system:
+                self._content_attr(attributes, attr.GEN_AI_SYSTEM_INSTRUCTIONS, system)
+            self._content_attr(attributes, attr.GEN_AI_INPUT_MESSAGES, rest)
+
+        self._model_start(attr.CHAT_MODEL, serialized, run_id, parent_run_id, tags, metadata,
+                          kwargs, inputs)
+
+    @_guarded
+    def on_llm_start(self, serialized: dict[str, Any] | None, prompts: list[str], *, run_id: UUID,
+                     parent_run_id: UUID | None = None, tags: list[str] | None = None,
+                     metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        def inputs(attributes: dict[str, Any]) -> None:
+            self._content_attr(attributes, attr.GEN_AI_INPUT_MESSAGES,
+                               [to_genai_message(p) for p in prompts or ()])
+
+        self._model_start(attr.LLM, serialized, run_id, parent_run_id, tags, metadata, kwargs, inputs)
+
+    def on_llm_new_token(self, token: str, *, chunk: Any = None, run_id: UUID,
+                         parent_run_id: UUID | None = None, **kwargs: Any) -> None:
+        # Hot path (once per streamed token): a counter bump, plus a bounded number of events.
+        try:
+            state = self._registry.get(run_id)
+            if state is None:
+                return
+            count = state.token_count = state.token_count + 1
+            if count == 1:
+                state.first_token_ns = time.time_ns()
+                state.span.add_event(attr.EVENT_FIRST_TOKEN, self._token_attributes(token, count),
+                                     state.first_token_ns)
+            elif count <= self._max_token_events:
+                state.span.add_event(attr.EVENT_TOKEN, self._token_attributes(token, count))
+        except Exception as exc:
+            if self.raise_error:
+                raise
+            _log_once("on_llm_new_token", "on_llm_new_token failed: %r", exc)
+
+    def _token_attributes(self, token: Any, index: int) -> dict[str, Any]:
+        attributes: dict[str, Any] = {"index": index}
+        self._content_attr(attributes, "content", token)
+        return attributes
+
+    @_guarded
+    def on_llm_end(self, response: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        attributes = mapping.response_attributes(response)
+        if self._content.enabled:
+            reasons = attributes.get(attr.GEN_AI_RESPONSE_FINISH_REASONS) or ()
+            outputs = []
+            for index, generation in enumerate(_generations(response)):
+                message = getattr(generation, "message", None)
+                reason = reasons[index] if index < len(reasons) else None
+                if message is not None:
+                    outputs.append(to_genai_message(message, reason))
+                else:
+                    out = to_genai_message(getattr(generation, "text", generation), reason)
+                    out["role"] = "assistant"
+                    outputs.append(out)
+            self._content_attr(attributes, attr.GEN_AI_OUTPUT_MESSAGES, outputs)
+        self._end(run_id, attributes)
+
+    @_guarded
+    def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        self._end(run_id, None, error)
+
+    # --- tools and retrievers --------------------------------------------------------------
+    @_guarded
+    def on_tool_start(self, serialized: dict[str, Any] | None, input_str: str, *, run_id: UUID,
+                      parent_run_id: UUID | None = None, tags: list[str] | None = None,
+                      metadata: dict[str, Any] | None = None, inputs: dict[str, Any] | None = None,
+                      **kwargs: Any) -> None:
+        name = mapping.run_name(serialized, kwargs, "tool")
+        attributes = self._common(run_id, attr.TOOL, name, tags, metadata)
+        span_name, tool_attrs = mapping.tool_span(name, serialized, {**kwargs, "inputs": inputs})
+        attributes.update(tool_attrs)
+        self._content_attr(attributes, attr.GEN_AI_TOOL_CALL_ARGUMENTS,
+                           inputs if inputs is not None else input_str)
+        self._start(run_id, parent_run_id, attr.TOOL, span_name, attributes)
+
+    @_guarded
+    def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        attributes: dict[str, Any] = {}
+        self._content_attr(attributes, attr.GEN_AI_TOOL_CALL_RESULT, getattr(output, "content", output))
+        self._end(run_id, attributes)
+
+    @_guarded
+    def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        self._end(run_id, None, error)
+
+    @_guarded
+    def on_retriever_start(self, serialized: dict[str, Any] | None, query: str, *, run_id: UUID,
+                           parent_run_id: UUID | None = None, tags: list[str] | None = None,
+                           metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        name = mapping.run_name(serialized, kwargs, "retriever")
+        attributes = self._common(run_id, attr.RETRIEVER, name, tags, metadata)
+        attributes[attr.GEN_AI_OPERATION_NAME] = attr.OP_RETRIEVAL
+        self._content_attr(attributes, attr.GEN_AI_RETRIEVAL_QUERY_TEXT, query)
+        state = self._start(run_id, parent_run_id, attr.RETRIEVER, f"{attr.OP_RETRIEVAL} {name}",
+                            attributes)
+        if state is not None:
+            claim_pending_scope(state.context, attr.RETRIEVER)
+
+    @_guarded
+    def on_retriever_end(self, documents: Sequence[Any], *, run_id: UUID, **kwargs: Any) -> None:
+        attributes: dict[str, Any] = {}
+        if isinstance(documents, Sequence):
+            attributes[attr.RETRIEVAL_DOCUMENT_COUNT] = len(documents)
+            if self._content.enabled:
+                self._content_attr(attributes, attr.GEN_AI_RETRIEVAL_DOCUMENTS, [
+                    {"id": getattr(d, "id", None), "content": getattr(d, "page_content", d),
+                     "metadata": getattr(d, "metadata", None)} for d in documents])
+        self._end(run_id, attributes)
+
+    @_guarded
+    def on_retriever_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        self._end(run_id, None, error)
+
+    # --- events on the run's span ----------------------------------------------------------
+    @_guarded
+    def on_text(self, text: str, *, run_id: UUID, **kwargs: Any) -> None:
+        attributes: dict[str, Any] = {"length": len(text) if isinstance(text, str) else 0}
+        self._content_attr(attributes, "text", text)
+        self._event(run_id, attr.EVENT_TEXT, attributes)
+
+    @_guarded
+    def on_retry(self, retry_state: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        attributes: dict[str, Any] = {}
+        attempt = getattr(retry_state, "attempt_number", None)
+        if isinstance(attempt, int):
+            attributes["attempt"] = attempt
+        outcome = getattr(retry_state, "outcome", None)
+        failed = getattr(outcome, "failed", False)
+        if failed:
+            exc = outcome.exception()
+            attributes[attr.ERROR_TYPE] = mapping.qualified_name(exc)
+            attributes["exception.message"] = str(exc)[:1024]
+        sleep = getattr(getattr(retry_state, "next_action", None), "sleep", None)
+        if isinstance(sleep, (int, float)):
+            attributes["sleep_seconds"] = float(sleep)
+        state = self._event(run_id, attr.EVENT_RETRY, attributes)
+        if state is not None:
+            state.retries += 1
+            state.span.set_attribute(attr.LLM_RETRY_COUNT, state.retries)
+
+    @_guarded
+    def on_agent_action(self, action: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        attributes: dict[str, Any] = {}
+        tool = getattr(action, "tool", None)
+        if isinstance(tool, str):
+            attributes[attr.GEN_AI_TOOL_NAME] = tool
+        self._content_attr(attributes, "tool_input", getattr(action, "tool_input", None))
+        self._content_attr(attributes, "log", getattr(action, "log", None))
+        self._event(run_id, attr.EVENT_AGENT_ACTION, attributes)
+
+    @_guarded
+    def on_agent_finish(self, finish: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        attributes: dict[str, Any] = {}
+        self._content_attr(attributes, "return_values", getattr(finish, "return_values", None))
+        self._content_attr(attributes, "log", getattr(finish, "log", None))
+        self._event(run_id, attr.EVENT_AGENT_FINISH, attributes)
+
+    @_guarded
+    def on_custom_event(self, name: str, data: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        attributes: dict[str, Any] = {"name": str(name)[:256]}
+        self._content_attr(attributes, "data", data)
+        self._event(run_id, attr.EVENT_CUSTOM, attributes)
+
+
+def _generations(response: Any) -> list[Any]:
+    generations = getattr(response, "generations", None) or []
+    return [g for batch in generations for g in (batch or ())]
+
+
+def _record_error(span: Any, error: BaseException) -> None:
+    name = type(error).__name__
+    if isinstance(error, GeneratorExit):
+        # The consumer stopped iterating: not a failure of the run.
+        span.set_attribute(attr.RUN_ABANDONED, True)
+        return
+    if name in _CONTROL_FLOW_ERRORS:
+        # LangGraph interrupts/commands travel as exceptions but are control flow.
+        span.add_event("langgraph.control_flow", {"type": name})
+        return
+    span.set_attribute(attr.ERROR_TYPE, mapping.qualified_name(error))
+    try:
+        span.record_exception(error)
+        message = str(error)
+    except Exception:
+        message = "<unprintable error>"
+    span.set_status(Status(StatusCode.ERROR, f"{name}: {message}"[:1024]))
+
+
+def _register_for_exit(handler: OTelHandler) -> None:
+    # Registered with the first handler, i.e. usually after the TracerProvider, so (atexit
+    # being last-in first-out) open spans are ended before the provider flushes and shuts down.
+    if not _live_handlers:
+        atexit.register(_close_live_handlers)
+    _live_handlers.add(handler)
+
+
+def _close_live_handlers() -> None:
+    for handler in list(_live_handlers):
+        try:
+            handler.close()
+        except Exception:  # never raise at interpreter exit
+            pass

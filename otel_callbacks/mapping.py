@@ -1,0 +1,256 @@
+"""Pure functions from callback arguments to span names, kinds and attributes.
+
+No I/O, no OTel calls, no content: what may be recorded regardless of the capture opt-in
+(model names, parameters, usage counts, tool names). Content lives in ``content.py``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from opentelemetry.trace import SpanKind
+
+from . import attributes as attr
+from .content import is_secret_key, scalar_attribute
+
+# LangChain's ls_provider values -> gen_ai.provider.name well-known values.
+_PROVIDERS = {
+    "openai": "openai", "azure": "azure.ai.openai", "azure_openai": "azure.ai.openai",
+    "anthropic": "anthropic", "google_genai": "gcp.gemini", "google_vertexai": "gcp.vertex_ai",
+    "google_anthropic_vertex": "gcp.vertex_ai", "amazon_bedrock": "aws.bedrock",
+    "bedrock": "aws.bedrock", "bedrock_converse": "aws.bedrock", "cohere": "cohere",
+    "mistralai": "mistral_ai", "mistral": "mistral_ai", "groq": "groq", "deepseek": "deepseek",
+    "xai": "x_ai", "perplexity": "perplexity", "ibm": "ibm.watsonx.ai",
+    "azure_ai": "azure.ai.inference",
+}
+_AGENT_NAME = re.compile(r"agent", re.IGNORECASE)
+_MAX_ATTR = 1024
+
+
+def serialized_name(serialized: Any) -> str | None:
+    """The class name LangChain serialized (``id``'s last element) or its ``name``."""
+    if not isinstance(serialized, Mapping):
+        return None
+    name = serialized.get("name")
+    if isinstance(name, str) and name:
+        return name
+    ident = serialized.get("id")
+    if isinstance(ident, (list, tuple)) and ident and isinstance(ident[-1], str):
+        return ident[-1]
+    return None
+
+
+def run_name(serialized: Any, kwargs: Mapping[str, Any], default: str) -> str:
+    """The run's own name: LangChain's ``name`` kwarg (run_name / get_name()) first."""
+    name = kwargs.get("name")
+    if isinstance(name, str) and name:
+        return name
+    return serialized_name(serialized) or default
+
+
+def common_attributes(run_id: Any, run_type: str, name: str, tags: Any,
+                      metadata: Any) -> dict[str, Any]:
+    """Attributes every span carries: run id/type/name, tags, non-``ls_`` metadata."""
+    attrs: dict[str, Any] = {attr.RUN_ID: str(run_id), attr.RUN_TYPE: run_type, attr.RUN_NAME: name}
+    if tags:
+        value = scalar_attribute(list(tags) if not isinstance(tags, list) else tags, _MAX_ATTR)
+        if value is not None:
+            attrs[attr.RUN_TAGS] = value
+    if metadata and isinstance(metadata, Mapping):
+        prefix = attr.RUN_METADATA_PREFIX
+        for key, value in metadata.items():
+            if not isinstance(key, str) or key.startswith("ls_"):
+                continue
+            if is_secret_key(key):
+                attrs[prefix + key] = "[REDACTED]"
+                continue
+            converted = scalar_attribute(value, _MAX_ATTR)
+            if converted is not None:
+                attrs[prefix + key] = converted
+    return attrs
+
+
+def is_agent(name: str, tags: Any, metadata: Any) -> bool:
+    """Runs tagged ``agent``, marked by metadata, or named as agents become invoke_agent spans."""
+    if tags and "agent" in tags:
+        return True
+    if isinstance(metadata, Mapping) and (metadata.get("ls_agent_type") or metadata.get("agent_name")):
+        return True
+    return bool(_AGENT_NAME.search(name))
+
+
+def chain_span(name: str, tags: Any, metadata: Any) -> tuple[str, dict[str, Any]]:
+    """Chain runs keep their own name unless they are agents."""
+    if is_agent(name, tags, metadata):
+        agent_name = metadata.get("agent_name") if isinstance(metadata, Mapping) else None
+        agent_name = agent_name if isinstance(agent_name, str) and agent_name else name
+        return f"{attr.OP_INVOKE_AGENT} {agent_name}", {
+            attr.GEN_AI_OPERATION_NAME: attr.OP_INVOKE_AGENT, attr.GEN_AI_AGENT_NAME: agent_name}
+    return name, {}
+
+
+def provider_name(metadata: Any, serialized: Any) -> str | None:
+    provider = metadata.get("ls_provider") if isinstance(metadata, Mapping) else None
+    if isinstance(provider, str) and provider:
+        return _PROVIDERS.get(provider.lower(), provider.lower())
+    if isinstance(serialized, Mapping):
+        ident = serialized.get("id")
+        if isinstance(ident, (list, tuple)) and len(ident) >= 2 and isinstance(ident[-2], str):
+            return ident[-2]
+    return None
+
+
+def model_span(run_type: str, serialized: Any, metadata: Any,
+               kwargs: Mapping[str, Any]) -> tuple[str, SpanKind, dict[str, Any]]:
+    """Name, kind and request attributes for an llm / chat model run."""
+    operation = attr.OP_CHAT if run_type == attr.CHAT_MODEL else attr.OP_TEXT_COMPLETION
+    meta = metadata if isinstance(metadata, Mapping) else {}
+    params = kwargs.get("invocation_params")
+    params = params if isinstance(params, Mapping) else {}
+    model = (meta.get("ls_model_name") or params.get("model") or params.get("model_name")
+             or params.get("model_id"))
+    attrs: dict[str, Any] = {attr.GEN_AI_OPERATION_NAME: operation}
+    provider = provider_name(meta, serialized)
+    if provider:
+        attrs[attr.GEN_AI_PROVIDER_NAME] = provider
+    if isinstance(model, str) and model:
+        attrs[attr.GEN_AI_REQUEST_MODEL] = model
+    temperature = meta.get("ls_temperature", params.get("temperature"))
+    if isinstance(temperature, (int, float)) and not isinstance(temperature, bool):
+        attrs[attr.GEN_AI_REQUEST_TEMPERATURE] = float(temperature)
+    max_tokens = meta.get("ls_max_tokens", params.get("max_tokens"))
+    if isinstance(max_tokens, int) and not isinstance(max_tokens, bool):
+        attrs[attr.GEN_AI_REQUEST_MAX_TOKENS] = max_tokens
+    top_p = params.get("top_p")
+    if isinstance(top_p, (int, float)) and not isinstance(top_p, bool):
+        attrs[attr.GEN_AI_REQUEST_TOP_P] = float(top_p)
+    stop = meta.get("ls_stop") or params.get("stop")
+    if isinstance(stop, str):
+        stop = [stop]
+    if isinstance(stop, (list, tuple)) and stop and all(isinstance(s, str) for s in stop):
+        attrs[attr.GEN_AI_REQUEST_STOP_SEQUENCES] = tuple(stop)
+    if params.get("stream") is True:
+        attrs[attr.GEN_AI_REQUEST_STREAM] = True
+    tools = params.get("tools")
+    if tools:
+        attrs[attr.GEN_AI_TOOL_DEFINITIONS] = scalar_attribute(_tool_definitions(tools), 4 * _MAX_ATTR)
+    label = model if isinstance(model, str) and model else (serialized_name(serialized) or run_type)
+    return f"{operation} {label}", SpanKind.CLIENT, attrs
+
+
+def _tool_definitions(tools: Any) -> Any:
+    """Tool definitions offered to the model, as a JSON-able list (schemas are not content)."""
+    if not isinstance(tools, (list, tuple)):
+        return tools
+    out = []
+    for tool in tools:
+        if isinstance(tool, Mapping):
+            fn = tool.get("function") if isinstance(tool.get("function"), Mapping) else tool
+            out.append({"type": tool.get("type", "function"), "name": fn.get("name"),
+                        "description": fn.get("description"),
+                        "parameters": fn.get("parameters", fn.get("input_schema"))})
+        else:
+            out.append(tool)
+    return out
+
+
+def tool_span(name: str, serialized: Any, kwargs: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    attrs: dict[str, Any] = {attr.GEN_AI_OPERATION_NAME: attr.OP_EXECUTE_TOOL,
+                             attr.GEN_AI_TOOL_NAME: name, attr.GEN_AI_TOOL_TYPE: "function"}
+    description = serialized.get("description") if isinstance(serialized, Mapping) else None
+    if isinstance(description, str) and description:
+        attrs[attr.GEN_AI_TOOL_DESCRIPTION] = description[:_MAX_ATTR]
+    call_id = kwargs.get("tool_call_id")
+    inputs = kwargs.get("inputs")
+    if call_id is None and isinstance(inputs, Mapping):
+        call_id = inputs.get("tool_call_id")
+    if isinstance(call_id, str) and call_id:
+        attrs[attr.GEN_AI_TOOL_CALL_ID] = call_id
+    return f"{attr.OP_EXECUTE_TOOL} {name}", attrs
+
+
+def _get(obj: Any, key: str) -> Any:
+    if isinstance(obj, Mapping):
+        return obj.get(key)
+    return getattr(obj, key, None)
+
+
+def first_generation_message(response: Any) -> tuple[Any, Any]:
+    """(first generation, its message or None) of an LLMResult-like object."""
+    generations = _get(response, "generations")
+    try:
+        generation = generations[0][0]
+    except (TypeError, IndexError, KeyError):
+        return None, None
+    return generation, _get(generation, "message")
+
+
+def response_attributes(response: Any) -> dict[str, Any]:
+    """Usage, response model/id and finish reasons from an LLMResult (or a dict of one)."""
+    attrs: dict[str, Any] = {}
+    generation, message = first_generation_message(response)
+    usage = _get(message, "usage_metadata") if message is not None else None
+    llm_output = _get(response, "llm_output")
+    llm_output = llm_output if isinstance(llm_output, Mapping) else {}
+    if isinstance(usage, Mapping):
+        _int(attrs, attr.GEN_AI_USAGE_INPUT_TOKENS, usage.get("input_tokens"))
+        _int(attrs, attr.GEN_AI_USAGE_OUTPUT_TOKENS, usage.get("output_tokens"))
+        details = usage.get("input_token_details")
+        if isinstance(details, Mapping):
+            _int(attrs, attr.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, details.get("cache_read"))
+            _int(attrs, attr.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS, details.get("cache_creation"))
+        details = usage.get("output_token_details")
+        if isinstance(details, Mapping):
+            _int(attrs, attr.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, details.get("reasoning"))
+    else:
+        token_usage = llm_output.get("token_usage") or llm_output.get("usage")
+        if isinstance(token_usage, Mapping):
+            _int(attrs, attr.GEN_AI_USAGE_INPUT_TOKENS,
+                 token_usage.get("prompt_tokens", token_usage.get("input_tokens")))
+            _int(attrs, attr.GEN_AI_USAGE_OUTPUT_TOKENS,
+                 token_usage.get("completion_tokens", token_usage.get("output_tokens")))
+    response_metadata = _get(message, "response_metadata") if message is not None else None
+    response_metadata = response_metadata if isinstance(response_metadata, Mapping) else {}
+    model = (response_metadata.get("model_name") or response_metadata.get("model")
+             or llm_output.get("model_name") or llm_output.get("model"))
+    if isinstance(model, str) and model:
+        attrs[attr.GEN_AI_RESPONSE_MODEL] = model
+    response_id = response_metadata.get("id") or llm_output.get("id")
+    if not response_id and message is not None:
+        message_id = _get(message, "id")
+        if isinstance(message_id, str) and not message_id.startswith("lc_run-"):
+            response_id = message_id
+    if isinstance(response_id, str) and response_id:
+        attrs[attr.GEN_AI_RESPONSE_ID] = response_id
+    reasons = finish_reasons(response)
+    if reasons:
+        attrs[attr.GEN_AI_RESPONSE_FINISH_REASONS] = reasons
+    return attrs
+
+
+def finish_reasons(response: Any) -> tuple[str, ...]:
+    reasons: list[str] = []
+    for batch in _get(response, "generations") or ():
+        for generation in batch or ():
+            info = _get(generation, "generation_info") or {}
+            message = _get(generation, "message")
+            meta = _get(message, "response_metadata") if message is not None else None
+            meta = meta if isinstance(meta, Mapping) else {}
+            reason = (info.get("finish_reason") if isinstance(info, Mapping) else None) or \
+                meta.get("finish_reason") or meta.get("stop_reason")
+            if isinstance(reason, str) and reason:
+                reasons.append(reason)
+    return tuple(reasons)
+
+
+def _int(attrs: dict[str, Any], key: str, value: Any) -> None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        attrs[key] = value
+
+
+def qualified_name(error: BaseException) -> str:
+    cls = type(error)
+    module = cls.__module__
+    return cls.__qualname__ if module in ("builtins", None) else f"{module}.{cls.__qualname__}"

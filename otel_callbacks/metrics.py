@@ -1,0 +1,76 @@
+"""GenAI client metrics: token usage, operation duration, time to first chunk.
+
+Created only when a real MeterProvider exists (passed in, or configured globally); otherwise
+the handler holds None and makes no metrics calls at all.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from opentelemetry import metrics
+from opentelemetry.metrics import MeterProvider, NoOpMeterProvider
+
+from . import attributes as attr
+from .version import __version__
+
+_METRIC_KEYS = (attr.GEN_AI_OPERATION_NAME, attr.GEN_AI_PROVIDER_NAME, attr.GEN_AI_REQUEST_MODEL)
+# Bucket boundaries the GenAI conventions advise for these histograms.
+_DURATION_BUCKETS = [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48,
+                     40.96, 81.92]
+_TOKEN_BUCKETS = [1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304,
+                  16777216, 67108864]
+
+
+def _is_configured(provider: MeterProvider) -> bool:
+    return not isinstance(provider, NoOpMeterProvider) and type(provider).__name__ != "_ProxyMeterProvider"
+
+
+class GenAIMetrics:
+    """The three GenAI client instruments, recorded when a model run ends."""
+
+    def __init__(self, provider: MeterProvider) -> None:
+        meter = metrics.get_meter("otel_callbacks", __version__, meter_provider=provider)
+        self.token_usage = meter.create_histogram(
+            "gen_ai.client.token.usage", unit="{token}",
+            description="Number of input and output tokens used",
+            explicit_bucket_boundaries_advisory=_TOKEN_BUCKETS)
+        self.duration = meter.create_histogram(
+            "gen_ai.client.operation.duration", unit="s",
+            description="GenAI operation duration", explicit_bucket_boundaries_advisory=_DURATION_BUCKETS)
+        self.time_to_first_chunk = meter.create_histogram(
+            "gen_ai.client.operation.time_to_first_chunk", unit="s",
+            description="Time to receive the first chunk of a streamed response",
+            explicit_bucket_boundaries_advisory=_DURATION_BUCKETS)
+
+    @classmethod
+    def create(cls, provider: MeterProvider | None) -> GenAIMetrics | None:
+        """Instruments on ``provider`` (or the global one if set up); None means no metrics."""
+        if provider is None:
+            provider = metrics.get_meter_provider()
+            if not _is_configured(provider):
+                return None
+        return cls(provider)
+
+    @staticmethod
+    def base_attributes(model_attributes: dict[str, Any]) -> dict[str, Any]:
+        return {k: model_attributes[k] for k in _METRIC_KEYS if k in model_attributes}
+
+    def record(self, state: Any, end_attributes: dict[str, Any] | None,
+               error: BaseException | None) -> None:
+        attributes = dict(state.metric_attributes)
+        end_attributes = end_attributes or {}
+        model = end_attributes.get(attr.GEN_AI_RESPONSE_MODEL)
+        if model:
+            attributes[attr.GEN_AI_RESPONSE_MODEL] = model
+        if error is not None:
+            attributes[attr.ERROR_TYPE] = type(error).__qualname__
+        self.duration.record((time.time_ns() - state.start_ns) / 1e9, attributes)
+        if state.first_token_ns:
+            self.time_to_first_chunk.record((state.first_token_ns - state.start_ns) / 1e9, attributes)
+        for key, token_type in ((attr.GEN_AI_USAGE_INPUT_TOKENS, "input"),
+                                (attr.GEN_AI_USAGE_OUTPUT_TOKENS, "output")):
+            count = end_attributes.get(key)
+            if isinstance(count, int):
+                self.token_usage.record(count, {**attributes, attr.GEN_AI_TOKEN_TYPE: token_type})
