@@ -232,17 +232,17 @@ _PATCHES: tuple[tuple[str, str, Any], ...] = (
 _lock = threading.RLock()  # re-entrant: post-import hooks may fire inside install()
 _installed = False
 _hooks_registered = False
-_applied: list[tuple[Any, str]] = []  # (owner object, attribute) of every live patch
+_applied: list[tuple[Any, str, Any, Any]] = []  # (owner, attribute, original, wrapper)
 
 
 def _apply(module: Any, path: str, wrapper: Any) -> None:
     owner_name, _, attribute = path.rpartition(".")
     owner = getattr(module, owner_name) if owner_name else module
-    current = vars(owner).get(attribute)
-    if current is None or isinstance(current, wrapt.ObjectProxy):
-        return  # absent in this version, or already wrapped
+    original = vars(owner).get(attribute)
+    if original is None or any(w is original for _, _, _, w in _applied):
+        return  # absent in this version, or already wrapped by us
     wrapt.wrap_function_wrapper(module, path, wrapper)
-    _applied.append((owner, attribute))
+    _applied.append((owner, attribute, original, vars(owner)[attribute]))
 
 
 def _hook(path: str, wrapper: Any) -> Any:
@@ -280,10 +280,9 @@ def uninstall() -> None:
     with _lock:
         _installed = False
         while _applied:
-            owner, attribute = _applied.pop()
-            current = owner.__dict__.get(attribute)
-            if isinstance(current, wrapt.ObjectProxy):
-                setattr(owner, attribute, current.__wrapped__)
+            owner, attribute, original, wrapper = _applied.pop()
+            if vars(owner).get(attribute) is wrapper:  # leave later patches by others alone
+                setattr(owner, attribute, original)
 
 
 def is_installed() -> bool:
