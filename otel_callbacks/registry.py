@@ -10,6 +10,7 @@ when their root ends, and the oldest runs are evicted (and their spans ended) on
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from typing import Any
 
 from opentelemetry.context import Context
@@ -52,7 +53,8 @@ class RunRegistry:
     __slots__ = ("_runs", "_lock", "max_open_runs")
 
     def __init__(self, max_open_runs: int = 10_000) -> None:
-        self._runs: dict[Any, RunState] = {}
+        # OrderedDict: evicting the oldest stays O(1) even after many deletions at the front.
+        self._runs: OrderedDict[Any, RunState] = OrderedDict()
         self._lock = threading.Lock()
         self.max_open_runs = max(1, max_open_runs)
 
@@ -72,7 +74,7 @@ class RunRegistry:
             if root is not state and root.descendants is not None:
                 root.descendants.add(state.run_id)
             while len(self._runs) > self.max_open_runs:
-                oldest = next(iter(self._runs.values()))
+                _, oldest = self._runs.popitem(last=False)
                 self._remove(oldest)
                 evicted.append(oldest)
         return evicted
