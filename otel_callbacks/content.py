@@ -64,6 +64,15 @@ def is_secret_value(value: object) -> bool:
     return isinstance(value, str) and _SECRET_VALUE.search(value) is not None
 
 
+def scrub_secrets(text: str) -> str:
+    """``text`` with every credential-shaped substring replaced by ``[REDACTED]``.
+
+    For free text that is exported whatever the capture setting (error messages, stack
+    traces), where dropping the whole value would lose the diagnosis.
+    """
+    return _SECRET_VALUE.sub(REDACTED, text) if isinstance(text, str) else text
+
+
 def truncate(text: str, max_length: int) -> str:
     """Cap ``text`` at ``max_length`` characters, saying how much was cut."""
     if len(text) <= max_length:

@@ -11,6 +11,7 @@ import atexit
 import functools
 import logging
 import time
+import traceback
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -22,7 +23,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
 
 from . import attributes as attr
 from . import mapping
-from .content import DEFAULT_MAX_LENGTH, ContentPolicy
+from .content import DEFAULT_MAX_LENGTH, ContentPolicy, scrub_secrets
 from . import context_bridge
 from .context_bridge import claim_pending_scope
 from .handlers import BaseCallbackHandler
@@ -240,7 +241,7 @@ class OTelHandler(BaseCallbackHandler):
         # Hot path (once per streamed token): a counter bump, plus a bounded number of events.
         try:
             state = self._registry.get(run_id)
-            if state is None:
+            if state is None or (not token and mapping.is_stream_terminator(token, chunk)):
                 return
             count = state.token_count = state.token_count + 1
             if count == 1:
@@ -263,11 +264,10 @@ class OTelHandler(BaseCallbackHandler):
     def on_llm_end(self, response: Any, *, run_id: UUID, **kwargs: Any) -> None:
         attributes = mapping.response_attributes(response)
         if self._content.enabled:
-            reasons = attributes.get(attr.GEN_AI_RESPONSE_FINISH_REASONS) or ()
             outputs = []
-            for index, generation in enumerate(_generations(response)):
+            for generation in _generations(response):
                 message = getattr(generation, "message", None)
-                reason = reasons[index] if index < len(reasons) else None
+                reason = mapping.generation_finish_reason(generation)
                 if message is not None:
                     outputs.append(to_genai_message(message, reason))
                 else:
@@ -351,7 +351,7 @@ class OTelHandler(BaseCallbackHandler):
         if failed:
             exc = outcome.exception()
             attributes[attr.ERROR_TYPE] = mapping.qualified_name(exc)
-            attributes["exception.message"] = str(exc)[:1024]
+            attributes["exception.message"] = scrub_secrets(str(exc))[:1024]
         sleep = getattr(getattr(retry_state, "next_action", None), "sleep", None)
         if isinstance(sleep, (int, float)):
             attributes["sleep_seconds"] = float(sleep)
@@ -401,8 +401,10 @@ def _record_error(span: Any, error: BaseException) -> None:
         return
     span.set_attribute(attr.ERROR_TYPE, mapping.qualified_name(error))
     try:
-        span.record_exception(error)
-        message = str(error)
+        message = scrub_secrets(str(error))
+        stacktrace = scrub_secrets("".join(traceback.format_exception(error)))
+        span.record_exception(error, attributes={"exception.message": message,
+                                                 "exception.stacktrace": stacktrace})
     except Exception:
         message = "<unprintable error>"
     span.set_status(Status(StatusCode.ERROR, f"{name}: {message}"[:1024]))

@@ -72,33 +72,77 @@ def common_attributes(run_id: Any, run_type: str, name: str, tags: Any,
     return attrs
 
 
+# Tags LangChain/LangGraph add to a run that is one step of an enclosing runnable.
+_STEP_TAG_PREFIXES = ("seq:step:", "graph:step:", "map:key:", "branch:", "condition:")
+_AGENT_NAME_KEYS = ("lc_agent_name", "agent_name")
+
+
+def _is_nested_step(tags: Any, metadata: Mapping[str, Any]) -> bool:
+    if "langgraph_node" in metadata:
+        return True
+    return any(isinstance(t, str) and t.startswith(_STEP_TAG_PREFIXES) for t in tags or ())
+
+
+def agent_name(name: str, tags: Any, metadata: Any) -> str | None:
+    """The agent's name when this chain run is an agent, else None.
+
+    Tags and metadata are inherited by every child run, so an ``agent`` tag or agent metadata
+    marks only the run it was given to: the one that is not itself a step of an enclosing
+    runnable (or whose name is the agent name in ``lc_agent_name`` / ``agent_name``, as
+    LangChain's ``create_agent`` sets for each agent and subagent graph). A run *named* like
+    an agent (``research_agent``, ``AgentExecutor``) is one wherever it is.
+    """
+    meta = metadata if isinstance(metadata, Mapping) else {}
+    named = [v for v in (meta.get(k) for k in _AGENT_NAME_KEYS) if isinstance(v, str) and v]
+    if name in named:
+        return name
+    if not _is_nested_step(tags, meta):
+        if named:
+            return named[0]
+        if (tags and "agent" in tags) or meta.get("ls_agent_type"):
+            return name
+    if _AGENT_NAME.search(name):
+        return name
+    return None
+
+
 def is_agent(name: str, tags: Any, metadata: Any) -> bool:
     """Runs tagged ``agent``, marked by metadata, or named as agents become invoke_agent spans."""
-    if tags and "agent" in tags:
-        return True
-    if isinstance(metadata, Mapping) and (metadata.get("ls_agent_type") or metadata.get("agent_name")):
-        return True
-    return bool(_AGENT_NAME.search(name))
+    return agent_name(name, tags, metadata) is not None
 
 
 def chain_span(name: str, tags: Any, metadata: Any) -> tuple[str, dict[str, Any]]:
     """Chain runs keep their own name unless they are agents."""
-    if is_agent(name, tags, metadata):
-        agent_name = metadata.get("agent_name") if isinstance(metadata, Mapping) else None
-        agent_name = agent_name if isinstance(agent_name, str) and agent_name else name
-        return f"{attr.OP_INVOKE_AGENT} {agent_name}", {
-            attr.GEN_AI_OPERATION_NAME: attr.OP_INVOKE_AGENT, attr.GEN_AI_AGENT_NAME: agent_name}
+    agent = agent_name(name, tags, metadata)
+    if agent is not None:
+        return f"{attr.OP_INVOKE_AGENT} {agent}", {
+            attr.GEN_AI_OPERATION_NAME: attr.OP_INVOKE_AGENT, attr.GEN_AI_AGENT_NAME: agent}
     return name, {}
 
 
+def _provider_from_class(class_name: str) -> str:
+    """LangChain's own default: ``ChatAcme`` / ``AcmeChat`` / ``AcmeLLM`` -> ``acme``."""
+    if class_name.startswith("Chat"):
+        class_name = class_name[4:]
+    elif class_name.endswith("Chat"):
+        class_name = class_name[:-4]
+    return class_name.removesuffix("LLM").lower() or class_name.lower()
+
+
 def provider_name(metadata: Any, serialized: Any) -> str | None:
+    """``ls_provider`` mapped to the conventions' well-known values, else from the class."""
     provider = metadata.get("ls_provider") if isinstance(metadata, Mapping) else None
     if isinstance(provider, str) and provider:
         return _PROVIDERS.get(provider.lower(), provider.lower())
     if isinstance(serialized, Mapping):
         ident = serialized.get("id")
-        if isinstance(ident, (list, tuple)) and len(ident) >= 2 and isinstance(ident[-2], str):
-            return ident[-2]
+        if isinstance(ident, (list, tuple)) and ident and all(isinstance(i, str) for i in ident):
+            # Serializable integrations: ["langchain", "chat_models", "openai", "ChatOpenAI"].
+            # Others ("not_implemented") give their module path, which names no provider.
+            if serialized.get("type") == "constructor" and len(ident) >= 2 and ident[0] == "langchain":
+                return _PROVIDERS.get(ident[-2].lower(), ident[-2].lower())
+            derived = _provider_from_class(ident[-1])
+            return _PROVIDERS.get(derived, derived) if derived else None
     return None
 
 
@@ -230,17 +274,23 @@ def response_attributes(response: Any) -> dict[str, Any]:
     return attrs
 
 
+def generation_finish_reason(generation: Any) -> str | None:
+    """One generation's finish reason (generation_info, else its message's response_metadata)."""
+    info = _get(generation, "generation_info") or {}
+    message = _get(generation, "message")
+    meta = _get(message, "response_metadata") if message is not None else None
+    meta = meta if isinstance(meta, Mapping) else {}
+    reason = (info.get("finish_reason") if isinstance(info, Mapping) else None) or \
+        meta.get("finish_reason") or meta.get("stop_reason")
+    return reason if isinstance(reason, str) and reason else None
+
+
 def finish_reasons(response: Any) -> tuple[str, ...]:
     reasons: list[str] = []
     for batch in _get(response, "generations") or ():
         for generation in batch or ():
-            info = _get(generation, "generation_info") or {}
-            message = _get(generation, "message")
-            meta = _get(message, "response_metadata") if message is not None else None
-            meta = meta if isinstance(meta, Mapping) else {}
-            reason = (info.get("finish_reason") if isinstance(info, Mapping) else None) or \
-                meta.get("finish_reason") or meta.get("stop_reason")
-            if isinstance(reason, str) and reason:
+            reason = generation_finish_reason(generation)
+            if reason is not None:
                 reasons.append(reason)
     return tuple(reasons)
 
@@ -254,3 +304,15 @@ def qualified_name(error: BaseException) -> str:
     cls = type(error)
     module = cls.__module__
     return cls.__qualname__ if module in ("builtins", None) else f"{module}.{cls.__qualname__}"
+
+
+def is_stream_terminator(token: Any, chunk: Any) -> bool:
+    """True for the empty ``chunk_position="last"`` chunk LangChain adds after a stream whose
+    provider did not mark its own last chunk: it carries no token, usage or metadata."""
+    if token != "" and token != []:
+        return False
+    message = getattr(chunk, "message", None)
+    return (getattr(message, "chunk_position", None) == "last"
+            and not getattr(message, "tool_call_chunks", None)
+            and not getattr(message, "usage_metadata", None)
+            and not getattr(message, "response_metadata", None))

@@ -13,7 +13,11 @@ _ROLES = {"human": "user", "user": "user", "ai": "assistant", "assistant": "assi
           "function": "tool", "developer": "system"}
 
 
-def _parts(content: Any) -> list[dict[str, Any]]:
+_REASONING_BLOCKS = {"reasoning": "reasoning", "thinking": "thinking"}
+_TOOL_CALL_BLOCKS = frozenset({"tool_use", "tool_call", "function_call"})
+
+
+def _parts(content: Any, has_tool_calls: bool = False) -> list[dict[str, Any]]:
     if content is None or content == "":
         return []
     if isinstance(content, str):
@@ -25,6 +29,12 @@ def _parts(content: Any) -> list[dict[str, Any]]:
                 parts.append({"type": "text", "content": block})
             elif isinstance(block, dict) and block.get("type") == "text":
                 parts.append({"type": "text", "content": block.get("text", "")})
+            elif isinstance(block, dict) and block.get("type") in _REASONING_BLOCKS:
+                # LangChain v1 "reasoning" / Anthropic "thinking" blocks -> ReasoningPart.
+                text = block.get(_REASONING_BLOCKS[block["type"]])
+                parts.append({"type": "reasoning", "content": text if isinstance(text, str) else ""})
+            elif isinstance(block, dict) and block.get("type") in _TOOL_CALL_BLOCKS and has_tool_calls:
+                continue  # the message's tool_calls become tool_call parts below; no duplicates
             elif isinstance(block, dict):
                 parts.append({"type": str(block.get("type", "unknown")), "content": block})
             else:
@@ -43,19 +53,25 @@ def message_role(message: Any) -> str:
 
 
 def to_genai_message(message: Any, finish_reason: str | None = None) -> dict[str, Any]:
-    """One message as ``{"role", "parts"[, "finish_reason"]}``."""
+    """One message as ``{"role", "parts"[, "finish_reason"]}``.
+
+    A bare string is a prompt (role ``user``); callers turning a completion's text into an
+    output message set the role themselves.
+    """
     if isinstance(message, str):
-        return {"role": "user", "parts": _parts(message)}
-    content = message.get("content") if isinstance(message, dict) else getattr(message, "content", None)
-    out: dict[str, Any] = {"role": message_role(message), "parts": _parts(content)}
-    tool_calls = message.get("tool_calls") if isinstance(message, dict) else getattr(message, "tool_calls", None)
-    for call in tool_calls or ():
-        if isinstance(call, dict):
-            out["parts"].append({"type": "tool_call", "id": call.get("id"),
-                                 "name": call.get("name"), "arguments": call.get("args")})
-    tool_call_id = getattr(message, "tool_call_id", None)
-    if tool_call_id is not None:
-        out["parts"] = [{"type": "tool_call_response", "id": tool_call_id, "response": content}]
+        out: dict[str, Any] = {"role": "user", "parts": _parts(message)}
+    else:
+        is_dict = isinstance(message, dict)
+        content = message.get("content") if is_dict else getattr(message, "content", None)
+        tool_calls = message.get("tool_calls") if is_dict else getattr(message, "tool_calls", None)
+        out = {"role": message_role(message), "parts": _parts(content, bool(tool_calls))}
+        for call in tool_calls or ():
+            if isinstance(call, dict):
+                out["parts"].append({"type": "tool_call", "id": call.get("id"),
+                                     "name": call.get("name"), "arguments": call.get("args")})
+        tool_call_id = message.get("tool_call_id") if is_dict else getattr(message, "tool_call_id", None)
+        if tool_call_id is not None:
+            out["parts"] = [{"type": "tool_call_response", "id": tool_call_id, "response": content}]
     if finish_reason is not None:
         out["finish_reason"] = finish_reason
     return out

@@ -13,7 +13,23 @@ from opentelemetry import metrics
 from opentelemetry.metrics import MeterProvider, NoOpMeterProvider
 
 from . import attributes as attr
+from .mapping import qualified_name
 from .version import __version__
+
+try:  # metric names from the conventions package, as attributes.py does for attributes
+    from opentelemetry.semconv._incubating.metrics import gen_ai_metrics as _gen_ai_metrics
+except ImportError:  # pragma: no cover - very old semconv
+    _gen_ai_metrics = None
+
+
+def _name(constant: str, fallback: str) -> str:
+    return getattr(_gen_ai_metrics, constant, fallback)
+
+
+TOKEN_USAGE = _name("GEN_AI_CLIENT_TOKEN_USAGE", "gen_ai.client.token.usage")
+OPERATION_DURATION = _name("GEN_AI_CLIENT_OPERATION_DURATION", "gen_ai.client.operation.duration")
+TIME_TO_FIRST_CHUNK = _name("GEN_AI_CLIENT_OPERATION_TIME_TO_FIRST_CHUNK",
+                            "gen_ai.client.operation.time_to_first_chunk")
 
 _METRIC_KEYS = (attr.GEN_AI_OPERATION_NAME, attr.GEN_AI_PROVIDER_NAME, attr.GEN_AI_REQUEST_MODEL)
 # Bucket boundaries the GenAI conventions advise for these histograms.
@@ -33,14 +49,14 @@ class GenAIMetrics:
     def __init__(self, provider: MeterProvider) -> None:
         meter = metrics.get_meter("otel_callbacks", __version__, meter_provider=provider)
         self.token_usage = meter.create_histogram(
-            "gen_ai.client.token.usage", unit="{token}",
+            TOKEN_USAGE, unit="{token}",
             description="Number of input and output tokens used",
             explicit_bucket_boundaries_advisory=_TOKEN_BUCKETS)
         self.duration = meter.create_histogram(
-            "gen_ai.client.operation.duration", unit="s",
+            OPERATION_DURATION, unit="s",
             description="GenAI operation duration", explicit_bucket_boundaries_advisory=_DURATION_BUCKETS)
         self.time_to_first_chunk = meter.create_histogram(
-            "gen_ai.client.operation.time_to_first_chunk", unit="s",
+            TIME_TO_FIRST_CHUNK, unit="s",
             description="Time to receive the first chunk of a streamed response",
             explicit_bucket_boundaries_advisory=_DURATION_BUCKETS)
 
@@ -64,8 +80,9 @@ class GenAIMetrics:
         model = end_attributes.get(attr.GEN_AI_RESPONSE_MODEL)
         if model:
             attributes[attr.GEN_AI_RESPONSE_MODEL] = model
-        if error is not None:
-            attributes[attr.ERROR_TYPE] = type(error).__qualname__
+        if error is not None and not isinstance(error, GeneratorExit):
+            # Same value as the span's error.type; an abandoned stream is not a failure.
+            attributes[attr.ERROR_TYPE] = qualified_name(error)
         self.duration.record((time.time_ns() - state.start_ns) / 1e9, attributes)
         if state.first_token_ns:
             self.time_to_first_chunk.record((state.first_token_ns - state.start_ns) / 1e9, attributes)
