@@ -50,25 +50,52 @@ def run_name(serialized: Any, kwargs: Mapping[str, Any], default: str) -> str:
     return serialized_name(serialized) or default
 
 
+_CACHE_LIMIT = 8192
+# Tags and metadata repeat across runs (LangGraph sends the same keys and values for every node
+# run), so their converted attribute form is cached: conversion costs more than the SDK span.
+_tags_cache: dict[tuple[Any, ...], Any] = {}
+_metadata_cache: dict[tuple[Any, ...], tuple[str, Any] | None] = {}
+
+
+def _remember(cache: dict[Any, Any], key: Any, value: Any) -> Any:
+    if len(cache) >= _CACHE_LIMIT:
+        cache.clear()
+    cache[key] = value
+    return value
+
+
+def _metadata_attribute(key: Any, value: Any) -> tuple[str, Any] | None:
+    if not isinstance(key, str) or key.startswith("ls_"):
+        return None  # ls_* keys become GenAI attributes on model spans
+    if is_secret_key(key):
+        return attr.RUN_METADATA_PREFIX + key, "[REDACTED]"
+    converted = scalar_attribute(value, _MAX_ATTR)
+    return None if converted is None else (attr.RUN_METADATA_PREFIX + key, converted)
+
+
 def common_attributes(run_id: Any, run_type: str, name: str, tags: Any,
                       metadata: Any) -> dict[str, Any]:
     """Attributes every span carries: run id/type/name, tags, non-``ls_`` metadata."""
     attrs: dict[str, Any] = {attr.RUN_ID: str(run_id), attr.RUN_TYPE: run_type, attr.RUN_NAME: name}
     if tags:
-        value = scalar_attribute(list(tags) if not isinstance(tags, list) else tags, _MAX_ATTR)
+        try:
+            key = tuple(tags)
+            value = _tags_cache[key] if key in _tags_cache else _remember(
+                _tags_cache, key, scalar_attribute(list(key), _MAX_ATTR))
+        except TypeError:  # unhashable tags: convert without caching
+            value = scalar_attribute(list(tags), _MAX_ATTR)
         if value is not None:
             attrs[attr.RUN_TAGS] = value
     if metadata and isinstance(metadata, Mapping):
-        prefix = attr.RUN_METADATA_PREFIX
         for key, value in metadata.items():
-            if not isinstance(key, str) or key.startswith("ls_"):
-                continue
-            if is_secret_key(key):
-                attrs[prefix + key] = "[REDACTED]"
-                continue
-            converted = scalar_attribute(value, _MAX_ATTR)
-            if converted is not None:
-                attrs[prefix + key] = converted
+            try:
+                cache_key = (key, type(value), value)
+                item = _metadata_cache[cache_key] if cache_key in _metadata_cache else _remember(
+                    _metadata_cache, cache_key, _metadata_attribute(key, value))
+            except TypeError:  # unhashable value (dict, list): convert every time
+                item = _metadata_attribute(key, value)
+            if item is not None:
+                attrs[item[0]] = item[1]
     return attrs
 
 
@@ -93,17 +120,24 @@ def agent_name(name: str, tags: Any, metadata: Any) -> str | None:
     an agent (``research_agent``, ``AgentExecutor``) is one wherever it is.
     """
     meta = metadata if isinstance(metadata, Mapping) else {}
-    named = [v for v in (meta.get(k) for k in _AGENT_NAME_KEYS) if isinstance(v, str) and v]
+    named = [v for v in (meta.get(k) for k in _AGENT_NAME_KEYS) if isinstance(v, str) and v] \
+        if meta else ()
     if name in named:
         return name
-    if not _is_nested_step(tags, meta):
-        if named:
-            return named[0]
-        if (tags and "agent" in tags) or meta.get("ls_agent_type"):
-            return name
-    if _AGENT_NAME.search(name):
-        return name
-    return None
+    marked = named or (tags and "agent" in tags) or meta.get("ls_agent_type")
+    if marked and not _is_nested_step(tags, meta):
+        return named[0] if named else name
+    return name if _named_like_agent(name) else None
+
+
+_agent_name_cache: dict[str, bool] = {}
+
+
+def _named_like_agent(name: str) -> bool:
+    hit = _agent_name_cache.get(name)
+    if hit is None:
+        hit = _remember(_agent_name_cache, name, _AGENT_NAME.search(name) is not None)
+    return hit
 
 
 def is_agent(name: str, tags: Any, metadata: Any) -> bool:

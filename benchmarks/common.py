@@ -1,0 +1,200 @@
+"""Shared pieces: tracer-provider setup, the variants, the raw-SDK-span yardstick."""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any, Callable
+
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+ALL_VARIANTS = ("none", "noop", "otel_callbacks", "openllmetry", "openinference")
+# Not in the default set: our handler with content capture on, which is what the
+# two peers do by default (they serialise inputs/outputs onto every span).
+EXTRA_VARIANTS = ("otel_callbacks_content",)
+
+VERSIONED_PACKAGES = (
+    "langchain-core",
+    "langgraph",
+    "opentelemetry-sdk",
+    "otel-callbacks",
+    "opentelemetry-instrumentation-langchain",
+    "openinference-instrumentation-langchain",
+)
+
+
+class VariantUnavailable(Exception):
+    """The variant cannot run in this interpreter (e.g. package not installed)."""
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for name in VERSIONED_PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "-"
+    return out
+
+
+def make_provider() -> tuple[TracerProvider, InMemorySpanExporter]:
+    """The one provider setup every variant uses: Simple processor -> in-memory."""
+    exporter = InMemorySpanExporter()
+    # shutdown_on_exit=False: the benchmark processes exit with spans already exported.
+    tp = TracerProvider(shutdown_on_exit=False)
+    tp.add_span_processor(SimpleSpanProcessor(exporter))
+    return tp, exporter
+
+
+def _noop_handler_class():
+    from langchain_core.callbacks import BaseCallbackHandler
+
+    class NoopHandler(BaseCallbackHandler):
+        """Overrides nothing: measures LangChain's own callback dispatch.
+
+        run_inline like the tracing handlers (ours, OpenLLMetry's): without it,
+        async code hands every sync callback to a thread pool, and the floor
+        would measure those hops instead of the dispatch itself.
+        """
+
+        run_inline = True
+
+    return NoopHandler
+
+
+@dataclass
+class Variant:
+    name: str
+    config: dict[str, Any] = field(default_factory=dict)
+    handler: Any = None  # the callback handler doing the work, when there is one
+    note: str = ""
+
+
+def setup_variant(name: str, tp: TracerProvider) -> Variant:
+    """Install variant ``name`` against ``tp``; return the per-call config to use.
+
+    Raises VariantUnavailable if its package cannot be imported / instrumented.
+    """
+    if name == "none":
+        return Variant(name)
+    if name == "noop":
+        h = _noop_handler_class()()
+        return Variant(name, {"callbacks": [h]}, h)
+    if name in ("otel_callbacks", "otel_callbacks_content"):
+        try:
+            from otel_callbacks import OTelHandler
+        except Exception as exc:  # package not written / not installed yet
+            raise VariantUnavailable(f"import otel_callbacks failed: {type(exc).__name__}: {exc}") from exc
+        kwargs: dict[str, Any] = {"tracer_provider": tp}
+        if name == "otel_callbacks_content":
+            kwargs["capture_content"] = True
+        h = OTelHandler(**kwargs)
+        return Variant(name, {"callbacks": [h]}, h)
+    if name == "openllmetry":
+        try:
+            from opentelemetry.instrumentation.langchain import LangchainInstrumentor
+        except Exception as exc:
+            raise VariantUnavailable(f"opentelemetry-instrumentation-langchain: {exc}") from exc
+        LangchainInstrumentor().instrument(tracer_provider=tp)
+        return Variant(name, {}, _injected_handler(name), "content capture on (TRACELOOP_TRACE_CONTENT default)")
+    if name == "openinference":
+        try:
+            from openinference.instrumentation.langchain import LangChainInstrumentor
+        except Exception as exc:
+            raise VariantUnavailable(f"openinference-instrumentation-langchain: {exc}") from exc
+        LangChainInstrumentor().instrument(tracer_provider=tp)
+        return Variant(name, {}, _injected_handler(name), "content capture on (default)")
+    raise ValueError(f"unknown variant {name!r}")
+
+
+def _injected_handler(name: str):
+    """The handler a peer instrumentor adds to every CallbackManager it sees."""
+    from langchain_core.callbacks import CallbackManager
+
+    m = CallbackManager(handlers=[])
+    handlers = list(dict.fromkeys([*m.handlers, *m.inheritable_handlers]))
+    if not handlers:
+        raise VariantUnavailable(f"{name}: instrument() added no callback handler (version check refused?)")
+    return handlers[0]
+
+
+# ---------------------------------------------------------------------------
+# The yardstick: one plain SDK span with a parent, 5 attributes and 1 event.
+
+
+def raw_span_once(tracer: trace.Tracer, parent_ctx) -> None:
+    span = tracer.start_span("raw", context=parent_ctx)
+    span.set_attribute("a.str", "value")
+    span.set_attribute("a.int", 42)
+    span.set_attribute("a.float", 1.5)
+    span.set_attribute("a.bool", True)
+    span.set_attribute("a.other", "x")
+    span.add_event("evt")
+    span.end()
+
+
+def measure_raw_span(
+    tp: TracerProvider, exporter: InMemorySpanExporter, batches: int = 30, per_batch: int = 500
+) -> tuple[float, float]:
+    """Median seconds per raw span, (wall, process CPU); batched above timer resolution."""
+    tracer = tp.get_tracer("benchmarks.raw")
+    parent = tracer.start_span("raw-parent")
+    parent_ctx = trace.set_span_in_context(parent)
+    for _ in range(per_batch):  # warm-up
+        raw_span_once(tracer, parent_ctx)
+    exporter.clear()
+    gc.collect()
+    wall, cpu = [], []
+    for _ in range(batches):
+        t0, c0 = time.perf_counter_ns(), time.process_time_ns()
+        for _ in range(per_batch):
+            raw_span_once(tracer, parent_ctx)
+        c1, t1 = time.process_time_ns(), time.perf_counter_ns()
+        wall.append((t1 - t0) / per_batch / 1e9)
+        cpu.append((c1 - c0) / per_batch / 1e9)
+        exporter.clear()
+    parent.end()
+    exporter.clear()
+    return statistics.median(wall), statistics.median(cpu)
+
+
+def time_iterations(
+    fn: Callable[[], Any],
+    exporter: InMemorySpanExporter,
+    *,
+    min_time: float,
+    warmup_time: float,
+    min_iters: int = 5,
+    max_iters: int = 100_000,
+) -> tuple[list[float], list[float], list[int]]:
+    """Run ``fn`` repeatedly; return per-iteration wall seconds, process-CPU seconds, spans.
+
+    The exporter is cleared between iterations (outside the timed region) so
+    memory stays bounded and the span count is per iteration.
+    """
+    deadline = time.perf_counter() + warmup_time
+    n = 0
+    while n < 2 or time.perf_counter() < deadline:
+        fn()
+        exporter.clear()
+        n += 1
+    gc.collect()
+    times: list[float] = []
+    cpu: list[float] = []
+    spans: list[int] = []
+    t_end = time.perf_counter() + min_time
+    while len(times) < max_iters and (len(times) < min_iters or time.perf_counter() < t_end):
+        t0, c0 = time.perf_counter_ns(), time.process_time_ns()
+        fn()
+        c1, t1 = time.process_time_ns(), time.perf_counter_ns()
+        times.append((t1 - t0) / 1e9)
+        cpu.append((c1 - c0) / 1e9)
+        spans.append(len(exporter.get_finished_spans()))
+        exporter.clear()
+    return times, cpu, spans
