@@ -21,7 +21,7 @@ import logging
 import sys
 from collections.abc import Iterator
 import threading
-from contextvars import ContextVar, Token
+from contextvars import ContextVar, Token, copy_context
 from typing import Any
 
 import wrapt
@@ -91,38 +91,49 @@ def _exit(scope: _Scope, pending: Token[Any] | None) -> None:
         _PENDING.reset(pending)
 
 
-# --- the per-step loops: the only sync/async twins, kept to the bare iteration -------------
+# --- the per-step loops ---------------------------------------------------------------------
+# Sync streams run every step in one private copy of the context: the start callback attaches
+# the run's span there for good, the consumer never sees it, and a step costs one ``ctx.run``
+# (cheaper than a set/reset pair, which matters once per streamed token). Async generators
+# cannot be driven inside another context without a task per step, so they attach and detach
+# around each step in the caller's task instead.
 def _scoped_iter(iterator: Any, scope: _Scope) -> Any:
+    run = copy_context().run
+    run(_PENDING.set, scope)
     try:
         while True:
-            pending = _enter(scope)
             try:
-                item = next(iterator)
+                item = run(next, iterator)
             except StopIteration:
                 return
-            finally:
-                _exit(scope, pending)
             yield item
     finally:
         close = getattr(iterator, "close", None)
         if close is not None:
-            pending = _enter(scope)
-            try:
-                close()
-            finally:
-                _exit(scope, pending)
+            run(close)
 
 
 async def _scoped_aiter(iterator: Any, scope: _Scope) -> Any:
+    step = iterator.__anext__
     try:
-        while True:
+        while scope.context is None:  # until the run has started and claimed the scope
             pending = _enter(scope)
             try:
-                item = await iterator.__anext__()
+                item = await step()
             except StopAsyncIteration:
                 return
             finally:
                 _exit(scope, pending)
+            yield item
+        context = scope.context
+        while True:
+            token = _attach(context)
+            try:
+                item = await step()
+            except StopAsyncIteration:
+                return
+            finally:
+                _detach(token)
             yield item
     finally:
         aclose = getattr(iterator, "aclose", None)

@@ -96,10 +96,14 @@ class OTelHandler(BaseCallbackHandler):
         super().__init__()
         self._tracer = trace.get_tracer("otel_callbacks", __version__, tracer_provider=tracer_provider)
         self._registry = RunRegistry(max_open_runs)
+        self._open_run = self._registry.get  # bound once: looked up per streamed token
         self._content = ContentPolicy(capture_content, max_content_length, redact)
         self._metrics = GenAIMetrics.create(meter_provider)
         self._max_token_events = max(0, max_token_events)
+        self._provider = tracer_provider
         _register_for_exit(self)
+        # A handler dropped while runs are still open ends their spans as it goes.
+        weakref.finalize(self, _end_open_runs, self._registry).atexit = False
         context_bridge.install()
 
     # --- lifecycle core ------------------------------------------------------------------
@@ -118,7 +122,8 @@ class OTelHandler(BaseCallbackHandler):
         else:
             parent_context = None
         span = self._tracer.start_span(name, context=parent_context, kind=kind, attributes=attributes)
-        state = RunState(run_id, span, trace.set_span_in_context(span),
+        # The run's context extends its parent's (or the caller's), so baggage flows through.
+        state = RunState(run_id, span, trace.set_span_in_context(span, parent_context),
                          parent.root if parent is not None else None, run_type, time.time_ns())
         for evicted in registry.add(state):
             evicted.span.set_attribute(attr.RUN_EVICTED, True)
@@ -158,9 +163,6 @@ class OTelHandler(BaseCallbackHandler):
         state.span.add_event(name, attributes)
         return state
 
-    def _common(self, run_id: Any, run_type: str, name: str, tags: Any, metadata: Any) -> dict[str, Any]:
-        return mapping.common_attributes(run_id, run_type, name, tags, metadata)
-
     def _content_attr(self, attributes: dict[str, Any], key: str, value: Any) -> None:
         if self._content.enabled:
             text = self._content.render(value)
@@ -168,10 +170,12 @@ class OTelHandler(BaseCallbackHandler):
                 attributes[key] = text
 
     def close(self) -> None:
-        """End every span still open (marked evicted), e.g. at interpreter exit."""
-        for state in self._registry.pop_all():
-            state.span.set_attribute(attr.RUN_EVICTED, True)
-            state.span.end()
+        """End every span still open (marked evicted) and flush them, e.g. at interpreter exit."""
+        if _end_open_runs(self._registry):
+            provider = self._provider or trace.get_tracer_provider()
+            flush = getattr(provider, "force_flush", None)
+            if flush is not None:
+                flush(2_000)
 
     # --- chains ----------------------------------------------------------------------------
     @_guarded
@@ -179,18 +183,23 @@ class OTelHandler(BaseCallbackHandler):
                        parent_run_id: UUID | None = None, tags: list[str] | None = None,
                        metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
         name = mapping.run_name(serialized, kwargs, "chain")
-        attributes = self._common(run_id, attr.CHAIN, name, tags, metadata)
+        attributes = mapping.common_attributes(run_id, attr.CHAIN, tags, metadata)
         span_name, extra = mapping.chain_span(name, tags, metadata)
         if extra:
             attributes.update(extra)
-        self._content_attr(attributes, attr.RUN_INPUTS, inputs)
+            attributes[attr.RUN_NAME] = name
+        if self._content.enabled:
+            self._content_attr(attributes, attr.RUN_INPUTS, inputs)
         self._start(run_id, parent_run_id, attr.CHAIN, span_name, attributes)
 
     @_guarded
     def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
-        attributes: dict[str, Any] = {}
-        self._content_attr(attributes, attr.RUN_OUTPUTS, outputs)
-        self._end(run_id, attributes)
+        if self._content.enabled:
+            attributes: dict[str, Any] = {}
+            self._content_attr(attributes, attr.RUN_OUTPUTS, outputs)
+            self._end(run_id, attributes)
+        else:
+            self._end(run_id)
 
     @_guarded
     def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
@@ -201,8 +210,8 @@ class OTelHandler(BaseCallbackHandler):
                      tags: Any, metadata: Any, kwargs: dict[str, Any],
                      input_attrs: Callable[[dict[str, Any]], None]) -> None:
         span_name, kind, model_attrs = mapping.model_span(run_type, serialized, metadata, kwargs)
-        attributes = self._common(run_id, run_type, mapping.run_name(serialized, kwargs, run_type),
-                                  tags, metadata)
+        attributes = mapping.common_attributes(run_id, run_type, tags, metadata)
+        attributes[attr.RUN_NAME] = mapping.run_name(serialized, kwargs, run_type)
         attributes.update(model_attrs)
         if self._content.enabled:
             input_attrs(attributes)
@@ -240,25 +249,25 @@ class OTelHandler(BaseCallbackHandler):
                          parent_run_id: UUID | None = None, **kwargs: Any) -> None:
         # Hot path (once per streamed token): a counter bump, plus a bounded number of events.
         try:
-            state = self._registry.get(run_id)
+            state = self._open_run(run_id)
             if state is None or (not token and mapping.is_stream_terminator(token, chunk)):
                 return
             count = state.token_count = state.token_count + 1
-            if count == 1:
-                state.first_token_ns = time.time_ns()
-                state.span.add_event(attr.EVENT_FIRST_TOKEN, self._token_attributes(token, count),
-                                     state.first_token_ns)
-            elif count <= self._max_token_events:
-                state.span.add_event(attr.EVENT_TOKEN, self._token_attributes(token, count))
+            if count <= self._max_token_events or count == 1:
+                self._token_event(state, token, count)
         except Exception as exc:
             if self.raise_error:
                 raise
             _log_once("on_llm_new_token", "on_llm_new_token failed: %r", exc)
 
-    def _token_attributes(self, token: Any, index: int) -> dict[str, Any]:
-        attributes: dict[str, Any] = {"index": index}
+    def _token_event(self, state: RunState, token: Any, count: int) -> None:
+        attributes: dict[str, Any] = {"index": count}
         self._content_attr(attributes, "content", token)
-        return attributes
+        if count == 1:
+            state.first_token_ns = time.time_ns()
+            state.span.add_event(attr.EVENT_FIRST_TOKEN, attributes, state.first_token_ns)
+        else:
+            state.span.add_event(attr.EVENT_TOKEN, attributes)
 
     @_guarded
     def on_llm_end(self, response: Any, *, run_id: UUID, **kwargs: Any) -> None:
@@ -288,7 +297,8 @@ class OTelHandler(BaseCallbackHandler):
                       metadata: dict[str, Any] | None = None, inputs: dict[str, Any] | None = None,
                       **kwargs: Any) -> None:
         name = mapping.run_name(serialized, kwargs, "tool")
-        attributes = self._common(run_id, attr.TOOL, name, tags, metadata)
+        attributes = mapping.common_attributes(run_id, attr.TOOL, tags, metadata)
+        attributes[attr.RUN_NAME] = name
         span_name, tool_attrs = mapping.tool_span(name, serialized, {**kwargs, "inputs": inputs})
         attributes.update(tool_attrs)
         self._content_attr(attributes, attr.GEN_AI_TOOL_CALL_ARGUMENTS,
@@ -310,7 +320,8 @@ class OTelHandler(BaseCallbackHandler):
                            parent_run_id: UUID | None = None, tags: list[str] | None = None,
                            metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
         name = mapping.run_name(serialized, kwargs, "retriever")
-        attributes = self._common(run_id, attr.RETRIEVER, name, tags, metadata)
+        attributes = mapping.common_attributes(run_id, attr.RETRIEVER, tags, metadata)
+        attributes[attr.RUN_NAME] = name
         attributes[attr.GEN_AI_OPERATION_NAME] = attr.OP_RETRIEVAL
         self._content_attr(attributes, attr.GEN_AI_RETRIEVAL_QUERY_TEXT, query)
         state = self._start(run_id, parent_run_id, attr.RETRIEVER, f"{attr.OP_RETRIEVAL} {name}",
@@ -408,6 +419,14 @@ def _record_error(span: Any, error: BaseException) -> None:
     except Exception:
         message = "<unprintable error>"
     span.set_status(Status(StatusCode.ERROR, f"{name}: {message}"[:1024]))
+
+
+def _end_open_runs(registry: RunRegistry) -> int:
+    states = registry.pop_all()
+    for state in states:
+        state.span.set_attribute(attr.RUN_EVICTED, True)
+        state.span.end()
+    return len(states)
 
 
 def _register_for_exit(handler: OTelHandler) -> None:

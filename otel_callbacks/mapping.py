@@ -64,6 +64,12 @@ def _remember(cache: dict[Any, Any], key: Any, value: Any) -> Any:
     return value
 
 
+def _tags_attribute(tags: Any) -> Any:
+    """The user's tags; LangChain's positional ones (``seq:step:2``) only repeat the tree."""
+    own = [t for t in tags if not (isinstance(t, str) and t.startswith(_STEP_TAG_PREFIXES))]
+    return scalar_attribute(own, _MAX_ATTR) if own else None
+
+
 def _metadata_attribute(key: Any, value: Any) -> tuple[str, Any] | None:
     if not isinstance(key, str) or key.startswith("ls_"):
         return None  # ls_* keys become GenAI attributes on model spans
@@ -73,17 +79,16 @@ def _metadata_attribute(key: Any, value: Any) -> tuple[str, Any] | None:
     return None if converted is None else (attr.RUN_METADATA_PREFIX + key, converted)
 
 
-def common_attributes(run_id: Any, run_type: str, name: str, tags: Any,
-                      metadata: Any) -> dict[str, Any]:
-    """Attributes every span carries: run id/type/name, tags, non-``ls_`` metadata."""
-    attrs: dict[str, Any] = {attr.RUN_ID: str(run_id), attr.RUN_TYPE: run_type, attr.RUN_NAME: name}
+def common_attributes(run_id: Any, run_type: str, tags: Any, metadata: Any) -> dict[str, Any]:
+    """Attributes every span carries: run id/type, the user's tags, non-``ls_`` metadata."""
+    attrs: dict[str, Any] = {attr.RUN_ID: str(run_id), attr.RUN_TYPE: run_type}
     if tags:
         try:
             key = tuple(tags)
             value = _tags_cache[key] if key in _tags_cache else _remember(
-                _tags_cache, key, scalar_attribute(list(key), _MAX_ATTR))
+                _tags_cache, key, _tags_attribute(key))
         except TypeError:  # unhashable tags: convert without caching
-            value = scalar_attribute(list(tags), _MAX_ATTR)
+            value = _tags_attribute(tags)
         if value is not None:
             attrs[attr.RUN_TAGS] = value
     if metadata and isinstance(metadata, Mapping):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from opentelemetry.context import Context
@@ -19,6 +20,7 @@ from opentelemetry.trace import Span
 # Process-wide run id -> Context holding that run's span, shared by every OTelHandler so the
 # context bridge finds a run's span even when the handler was a constructor (local) callback.
 _ACTIVE_CONTEXTS: dict[Any, Context] = {}
+_NOTHING: list[Any] = []  # shared empty result: never mutated
 
 
 def active_context(run_id: Any) -> Context | None:
@@ -50,66 +52,79 @@ class RunState:
 class RunRegistry:
     """Open runs of one handler, insertion-ordered so the oldest is evicted first."""
 
-    __slots__ = ("_runs", "_lock", "max_open_runs")
+    __slots__ = ("_runs", "_lock", "max_open_runs", "get")
 
     def __init__(self, max_open_runs: int = 10_000) -> None:
         # OrderedDict: evicting the oldest stays O(1) even after many deletions at the front.
         self._runs: OrderedDict[Any, RunState] = OrderedDict()
         self._lock = threading.Lock()
         self.max_open_runs = max(1, max_open_runs)
+        # The open run for an id, or None: the dict's own lookup, with no Python frame around it.
+        self.get: Callable[[Any], RunState | None] = self._runs.get
 
     def __len__(self) -> int:
         return len(self._runs)
 
-    def get(self, run_id: Any) -> RunState | None:
-        return self._runs.get(run_id)
-
     def add(self, state: RunState) -> list[RunState]:
-        """Register ``state``; returns the runs evicted to stay within bounds (caller ends them)."""
+        """Register ``state``; returns the runs evicted to stay within bounds (caller ends them).
+
+        Single dict/set operations are atomic under the GIL, so the hot path takes no lock;
+        eviction, which reads then removes, does.
+        """
+        run_id = state.run_id
+        runs = self._runs
+        runs[run_id] = state
+        _ACTIVE_CONTEXTS.setdefault(run_id, state.context)
+        root = state.root
+        if root is not state:
+            root.descendants.add(run_id)  # type: ignore[union-attr]
+        if len(runs) <= self.max_open_runs:
+            return _NOTHING
         evicted: list[RunState] = []
         with self._lock:
-            self._runs[state.run_id] = state
-            _ACTIVE_CONTEXTS.setdefault(state.run_id, state.context)
-            root = state.root
-            if root is not state and root.descendants is not None:
-                root.descendants.add(state.run_id)
-            while len(self._runs) > self.max_open_runs:
-                _, oldest = self._runs.popitem(last=False)
-                self._remove(oldest)
+            while len(runs) > self.max_open_runs:
+                try:
+                    _, oldest = runs.popitem(last=False)
+                except KeyError:
+                    break
+                self._forget(oldest)
                 evicted.append(oldest)
         return evicted
 
     def pop(self, run_id: Any) -> RunState | None:
         """Remove and return the run; None if unknown (already ended, evicted, never started)."""
-        with self._lock:
-            state = self._runs.get(run_id)
-            if state is not None:
-                self._remove(state)
-            return state
+        state = self._runs.pop(run_id, None)
+        if state is not None:
+            self._forget(state)
+        return state
 
     def pop_descendants(self, root: RunState) -> list[RunState]:
         """Remove the still-open runs under ``root`` (they are ended as orphans by the caller)."""
         if not root.descendants:
             return []
         with self._lock:
-            states = [s for s in (self._runs.get(i) for i in root.descendants) if s is not None]
+            states = [s for s in map(self._runs.pop, list(root.descendants), [None] * len(root.descendants))
+                      if s is not None]
             for state in states:
-                self._remove(state)
+                self._forget(state)
             root.descendants.clear()
         return states
 
     def pop_all(self) -> list[RunState]:
         with self._lock:
             states = list(self._runs.values())
+            self._runs.clear()
             for state in states:
-                self._remove(state)
+                self._forget(state)
         return states
 
-    def _remove(self, state: RunState) -> None:
-        # Caller holds the lock.
-        self._runs.pop(state.run_id, None)
-        if _ACTIVE_CONTEXTS.get(state.run_id) is state.context:
-            del _ACTIVE_CONTEXTS[state.run_id]
+    @staticmethod
+    def _forget(state: RunState) -> None:
+        """Drop what refers to a run that is no longer in the registry."""
+        run_id = state.run_id
+        context = _ACTIVE_CONTEXTS.pop(run_id, None)
+        if context is not None and context is not state.context:
+            _ACTIVE_CONTEXTS[run_id] = context  # another handler's entry for the same run
         root = state.root
         if root is not state and root.descendants is not None:
-            root.descendants.discard(state.run_id)
+            root.descendants.discard(run_id)

@@ -190,3 +190,52 @@ def test_error_status_and_generator_exit(tracing: Tracing) -> None:
     assert spans[str(failed)].attributes["error.type"] == "KeyError"
     assert spans[str(abandoned)].status.status_code is StatusCode.UNSET
     assert spans[str(abandoned)].attributes["langchain.run.abandoned"] is True
+
+
+def test_open_runs_of_a_dropped_handler_are_ended(tracing: Tracing) -> None:
+    import gc
+
+    handler = tracing.handler()
+    for _ in range(3):
+        handler.on_chain_start(None, {}, run_id=uuid.uuid4())
+    del handler
+    gc.collect()
+    spans = tracing.spans()
+    assert len(spans) == 3
+    assert all(s.attributes["langchain.run.evicted"] is True for s in spans)
+
+
+def test_open_runs_are_exported_at_interpreter_exit(tmp_path: Any) -> None:
+    import subprocess
+    import sys
+    import textwrap
+
+    out = tmp_path / "spans.txt"
+    script = textwrap.dedent(f"""
+        import uuid
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+        from otel_callbacks import OTelHandler
+
+        class FileExporter(SpanExporter):
+            def export(self, spans):
+                with open({str(out)!r}, "a") as f:
+                    for s in spans:
+                        f.write(s.name + "\\n")
+                return SpanExportResult.SUCCESS
+
+        provider = TracerProvider()
+        provider.add_span_processor(BatchSpanProcessor(FileExporter()))
+        kept = OTelHandler(tracer_provider=provider)
+        dropped = OTelHandler(tracer_provider=provider)
+        for handler, name in ((kept, "kept"), (dropped, "dropped")):
+            root = uuid.uuid4()
+            handler.on_chain_start(None, {{}}, run_id=root, name=name + "-open")
+            done = uuid.uuid4()
+            handler.on_chain_start(None, {{}}, run_id=done, parent_run_id=root, name=name + "-done")
+            handler.on_chain_end({{}}, run_id=done)
+        del dropped
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert sorted(out.read_text().split()) == ["dropped-done", "dropped-open", "kept-done", "kept-open"]
