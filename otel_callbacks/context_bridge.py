@@ -29,7 +29,7 @@ from opentelemetry import context as otel_context
 from opentelemetry.context import Context
 
 from . import attributes as attr
-from .registry import active_context
+from .registry import _ACTIVE_CONTEXTS, active_context
 
 logger = logging.getLogger("otel_callbacks")
 
@@ -172,13 +172,11 @@ def _config_context_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any)
     """Runs inside LangChain's copied child context: make the parent run's span current there."""
     result = wrapped(*args, **kwargs)
     try:
-        config = args[0] if args else kwargs.get("config")
-        callbacks = config.get("callbacks") if isinstance(config, dict) else None
-        run_id = getattr(callbacks, "parent_run_id", None)
-        if run_id is not None:
-            context = active_context(run_id)
-            if context is not None:
-                _attach(context)  # the copy is discarded by LangChain: nothing to detach
+        config = args[0] if args else kwargs["config"]
+        run_id = getattr(config.get("callbacks"), "parent_run_id", None)
+        context = _ACTIVE_CONTEXTS.get(run_id) if run_id is not None else None
+        if context is not None:
+            _attach(context)  # the copy is discarded by LangChain: nothing to detach
     except Exception:  # never break LangChain's own plumbing
         logger.debug("otel-callbacks: could not bridge run context", exc_info=True)
     return result

@@ -124,14 +124,15 @@ def agent_name(name: str, tags: Any, metadata: Any) -> str | None:
     LangChain's ``create_agent`` sets for each agent and subagent graph). A run *named* like
     an agent (``research_agent``, ``AgentExecutor``) is one wherever it is.
     """
-    meta = metadata if isinstance(metadata, Mapping) else {}
-    named = [v for v in (meta.get(k) for k in _AGENT_NAME_KEYS) if isinstance(v, str) and v] \
-        if meta else ()
-    if name in named:
+    meta = metadata if isinstance(metadata, Mapping) else None
+    if meta and (meta.get("lc_agent_name") or meta.get("agent_name") or meta.get("ls_agent_type")):
+        named = [v for v in (meta.get(k) for k in _AGENT_NAME_KEYS) if isinstance(v, str) and v]
+        if name in named:
+            return name
+        if not _is_nested_step(tags, meta):
+            return named[0] if named else name
+    elif tags and "agent" in tags and not _is_nested_step(tags, meta or {}):
         return name
-    marked = named or (tags and "agent" in tags) or meta.get("ls_agent_type")
-    if marked and not _is_nested_step(tags, meta):
-        return named[0] if named else name
     return name if _named_like_agent(name) else None
 
 
