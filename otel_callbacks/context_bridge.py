@@ -19,8 +19,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
-from collections.abc import Iterator
 import threading
+from collections.abc import Iterator
 from contextvars import ContextVar, Token, copy_context
 from typing import Any
 

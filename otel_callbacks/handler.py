@@ -18,13 +18,13 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
 
 from . import attributes as attr
-from . import mapping
+from . import context_bridge, mapping
 from .content import DEFAULT_MAX_LENGTH, ContentPolicy, scrub_secrets
-from . import context_bridge
 from .context_bridge import claim_pending_scope
 from .handlers import BaseCallbackHandler
 from .messages import split_system, to_genai_message
@@ -114,6 +114,7 @@ class OTelHandler(BaseCallbackHandler):
             _log_once("duplicate", "run %s started twice; the second start is ignored", run_id)
             return None
         parent = registry.get(parent_run_id) if parent_run_id is not None else None
+        parent_context: Context | None
         if parent is not None:
             parent_context = parent.context
         elif parent_run_id is not None:
@@ -245,7 +246,7 @@ class OTelHandler(BaseCallbackHandler):
 
         self._model_start(attr.LLM, serialized, run_id, parent_run_id, tags, metadata, kwargs, inputs)
 
-    def on_llm_new_token(self, token: str, *, chunk: Any = None, run_id: UUID,
+    def on_llm_new_token(self, token: Any, *, chunk: Any = None, run_id: UUID,
                          parent_run_id: UUID | None = None, **kwargs: Any) -> None:
         # Hot path (once per streamed token): a counter bump, plus a bounded number of events.
         try:
