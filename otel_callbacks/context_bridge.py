@@ -116,7 +116,7 @@ def _scoped_iter(iterator: Any, scope: _Scope) -> Any:
 async def _scoped_aiter(iterator: Any, scope: _Scope) -> Any:
     step = iterator.__anext__
     try:
-        while scope.context is None:  # until the run has started and claimed the scope
+        while True:
             pending = _enter(scope)
             try:
                 item = await step()
@@ -124,16 +124,6 @@ async def _scoped_aiter(iterator: Any, scope: _Scope) -> Any:
                 return
             finally:
                 _exit(scope, pending)
-            yield item
-        context = scope.context
-        while True:
-            token = _attach(context)
-            try:
-                item = await step()
-            except StopAsyncIteration:
-                return
-            finally:
-                _detach(token)
             yield item
     finally:
         aclose = getattr(iterator, "aclose", None)

@@ -35,7 +35,7 @@ from .version import __version__
 logger = logging.getLogger("otel_callbacks")
 
 F = TypeVar("F", bound=Callable[..., Any])
-_logged: set[tuple[str, type]] = set()
+_logged: set[tuple[str, str]] = set()  # (event, what went wrong) already logged
 _live_handlers: weakref.WeakSet[OTelHandler] = weakref.WeakSet()
 _INTERNAL = SpanKind.INTERNAL
 _CONTROL_FLOW_ERRORS = frozenset({"GraphInterrupt", "GraphBubbleUp", "ParentCommand", "NodeInterrupt"})
@@ -52,21 +52,20 @@ def _guarded(method: F) -> F:
         except Exception as exc:
             if self.raise_error:
                 raise
-            key = (event, type(exc))
-            if key not in _logged:
-                _logged.add(key)
-                logger.warning("otel-callbacks: %s failed and was skipped: %r", event, exc,
-                               exc_info=True)
+            _log_once(event, type(exc).__qualname__, logging.WARNING,
+                      "%s failed and was skipped: %r", event, exc, exc_info=True)
             return None
 
     return wrapper  # type: ignore[return-value]
 
 
-def _log_once(event: str, message: str, *args: Any) -> None:
-    key = (event, LookupError)
+def _log_once(event: str, kind: str, level: int, message: str, *args: Any,
+              exc_info: bool = False) -> None:
+    """Log the first occurrence of each (event, kind): a broken app must not flood its logs."""
+    key = (event, kind)
     if key not in _logged:
         _logged.add(key)
-        logger.debug("otel-callbacks: " + message, *args)
+        logger.log(level, "otel-callbacks: " + message, *args, exc_info=exc_info)
 
 
 class OTelHandler(BaseCallbackHandler):
@@ -111,7 +110,8 @@ class OTelHandler(BaseCallbackHandler):
                attributes: dict[str, Any], kind: SpanKind = _INTERNAL) -> RunState | None:
         registry = self._registry
         if registry.get(run_id) is not None:
-            _log_once("duplicate", "run %s started twice; the second start is ignored", run_id)
+            _log_once("start", "duplicate", logging.DEBUG,
+                      "run %s started twice; the second start is ignored", run_id)
             return None
         parent = registry.get(parent_run_id) if parent_run_id is not None else None
         parent_context: Context | None
@@ -135,7 +135,7 @@ class OTelHandler(BaseCallbackHandler):
              error: BaseException | None = None) -> RunState | None:
         state = self._registry.pop(run_id)
         if state is None:
-            _log_once("unknown", "end/error for unknown run %s ignored", run_id)
+            _log_once("end", "unknown run", logging.DEBUG, "end/error for unknown run %s ignored", run_id)
             return None
         span = state.span
         if state.token_count:
@@ -159,7 +159,7 @@ class OTelHandler(BaseCallbackHandler):
     def _event(self, run_id: Any, name: str, attributes: dict[str, Any]) -> RunState | None:
         state = self._registry.get(run_id)
         if state is None:
-            _log_once("unknown-event", "%s for unknown run %s ignored", name, run_id)
+            _log_once(name, "unknown run", logging.DEBUG, "%s for unknown run %s ignored", name, run_id)
             return None
         state.span.add_event(name, attributes)
         return state
@@ -259,7 +259,8 @@ class OTelHandler(BaseCallbackHandler):
         except Exception as exc:
             if self.raise_error:
                 raise
-            _log_once("on_llm_new_token", "on_llm_new_token failed: %r", exc)
+            _log_once("on_llm_new_token", type(exc).__qualname__, logging.WARNING,
+                      "on_llm_new_token failed and was skipped: %r", exc)
 
     def _token_event(self, state: RunState, token: Any, count: int) -> None:
         attributes: dict[str, Any] = {"index": count}

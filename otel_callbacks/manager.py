@@ -25,7 +25,6 @@ from .handlers import IGNORE_FLAGS
 
 logger = logging.getLogger("otel_callbacks")
 Handler = Any  # any object with LangChain's handler methods and flags
-Callbacks = "list[Handler] | BaseCallbackManager | None"
 T = TypeVar("T")
 
 
@@ -350,10 +349,6 @@ _TOOL_EVENTS = ("on_tool_end", "on_tool_error")
 _RETRIEVER_EVENTS = ("on_retriever_end", "on_retriever_error")
 
 
-class _Sync:
-    is_async = False
-
-
 class _Async:
     """Async flavour: ``_emit`` returns a coroutine; starts return an awaitable."""
 
@@ -366,7 +361,7 @@ class _Async:
         return _await_then(pending, result)
 
 
-class RunManager(_Sync, BaseRunManager):
+class RunManager(BaseRunManager):
     """Sync run manager."""
 
 
@@ -414,7 +409,7 @@ class AsyncCallbackManagerForRetrieverRun(AsyncRunManager):
     pass
 
 
-class CallbackManager(_Starts, _Sync, BaseCallbackManager):
+class CallbackManager(_Starts, BaseCallbackManager):
     """Sync callback manager: ``on_*_start`` return run managers."""
 
     _chain_run = CallbackManagerForChainRun

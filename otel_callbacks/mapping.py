@@ -146,11 +146,6 @@ def _named_like_agent(name: str) -> bool:
     return hit
 
 
-def is_agent(name: str, tags: Any, metadata: Any) -> bool:
-    """Runs tagged ``agent``, marked by metadata, or named as agents become invoke_agent spans."""
-    return agent_name(name, tags, metadata) is not None
-
-
 def chain_span(name: str, tags: Any, metadata: Any) -> tuple[str, dict[str, Any]]:
     """Chain runs keep their own name unless they are agents."""
     agent = agent_name(name, tags, metadata)

@@ -103,8 +103,8 @@ class RunRegistry:
         if not root.descendants:
             return []
         with self._lock:
-            states = [s for s in map(self._runs.pop, list(root.descendants), [None] * len(root.descendants))
-                      if s is not None]
+            popped = (self._runs.pop(run_id, None) for run_id in list(root.descendants))
+            states = [state for state in popped if state is not None]
             for state in states:
                 self._forget(state)
             root.descendants.clear()
