@@ -38,11 +38,16 @@ F = TypeVar("F", bound=Callable[..., Any])
 _logged: set[tuple[str, str]] = set()  # (event, what went wrong) already logged
 _live_handlers: weakref.WeakSet[OTelHandler] = weakref.WeakSet()
 _INTERNAL = SpanKind.INTERNAL
+_NOT_STREAMING = RunState(object(), trace.INVALID_SPAN, Context(), None, "", 0)
 _CONTROL_FLOW_ERRORS = frozenset({"GraphInterrupt", "GraphBubbleUp", "ParentCommand", "NodeInterrupt"})
 
 
 def _guarded(method: F) -> F:
-    """Never let a tracing bug reach the app: log once per (event, error type) instead."""
+    """Never let a tracing bug reach the app: log once per (event, error type) instead.
+
+    The callbacks every run goes through (start/end, tokens) inline the same ``try`` and call
+    ``_skipped`` instead: a wrapper frame costs as much as a third of our own work per span.
+    """
     event = method.__name__
 
     @functools.wraps(method)
@@ -50,17 +55,22 @@ def _guarded(method: F) -> F:
         try:
             return method(self, *args, **kwargs)
         except Exception as exc:
-            if self.raise_error:
-                raise
-            _log_once(event, type(exc).__qualname__, logging.WARNING,
-                      "%s failed and was skipped: %r", event, exc, exc_info=True)
+            _skipped(self, event, exc)
             return None
 
     return wrapper  # type: ignore[return-value]
 
 
+def _skipped(handler: OTelHandler, event: str, exc: Exception) -> None:
+    """A callback failed: re-raise if the user asked for it, else log once and carry on."""
+    if handler.raise_error:
+        raise exc
+    _log_once(event, type(exc).__qualname__, logging.WARNING,
+              "%s failed and was skipped: %r", event, exc, exc_info=exc)
+
+
 def _log_once(event: str, kind: str, level: int, message: str, *args: Any,
-              exc_info: bool = False) -> None:
+              exc_info: bool | BaseException = False) -> None:
     """Log the first occurrence of each (event, kind): a broken app must not flood its logs."""
     key = (event, kind)
     if key not in _logged:
@@ -98,7 +108,9 @@ class OTelHandler(BaseCallbackHandler):
         self._open_run = self._registry.get  # bound once: looked up per streamed token
         self._content = ContentPolicy(capture_content, max_content_length, redact)
         self._metrics = GenAIMetrics.create(meter_provider)
-        self._max_token_events = max(0, max_token_events)
+        self._token_events_limit = max(1, max_token_events)  # the first token is always kept
+        # The run that streamed the last token: the next token is almost always its own.
+        self._streaming: RunState = _NOT_STREAMING
         self._provider = tracer_provider
         _register_for_exit(self)
         # A handler dropped while runs are still open ends their spans as it goes.
@@ -127,6 +139,7 @@ class OTelHandler(BaseCallbackHandler):
         state = RunState(run_id, span, trace.set_span_in_context(span, parent_context),
                          parent.root if parent is not None else None, run_type, time.time_ns())
         for evicted in registry.add(state):
+            self._forget_streaming(evicted)
             evicted.span.set_attribute(attr.RUN_EVICTED, True)
             evicted.span.end()
         return state
@@ -137,6 +150,8 @@ class OTelHandler(BaseCallbackHandler):
         if state is None:
             _log_once("end", "unknown run", logging.DEBUG, "end/error for unknown run %s ignored", run_id)
             return None
+        if self._streaming is state:  # inlined _forget_streaming: every run ends here
+            self._streaming = _NOT_STREAMING
         span = state.span
         if state.token_count:
             span.set_attribute(attr.LLM_TOKEN_COUNT, state.token_count)
@@ -150,11 +165,16 @@ class OTelHandler(BaseCallbackHandler):
             self._metrics.record(state, attributes, error)
         if state.root is state and state.descendants:
             for orphan in self._registry.pop_descendants(state):
+                self._forget_streaming(orphan)
                 orphan.span.set_attribute(attr.RUN_ORPHANED, True)
                 orphan.span.add_event(attr.EVENT_ORPHANED, {"reason": "root run ended first"})
                 orphan.span.end()
         span.end()
         return state
+
+    def _forget_streaming(self, state: RunState) -> None:
+        if self._streaming is state:  # a token arriving after the end must not find it
+            self._streaming = _NOT_STREAMING
 
     def _event(self, run_id: Any, name: str, attributes: dict[str, Any]) -> RunState | None:
         state = self._registry.get(run_id)
@@ -172,6 +192,7 @@ class OTelHandler(BaseCallbackHandler):
 
     def close(self) -> None:
         """End every span still open (marked evicted) and flush them, e.g. at interpreter exit."""
+        self._streaming = _NOT_STREAMING
         if _end_open_runs(self._registry):
             provider = self._provider or trace.get_tracer_provider()
             flush = getattr(provider, "force_flush", None)
@@ -179,28 +200,32 @@ class OTelHandler(BaseCallbackHandler):
                 flush(2_000)
 
     # --- chains ----------------------------------------------------------------------------
-    @_guarded
     def on_chain_start(self, serialized: dict[str, Any] | None, inputs: Any, *, run_id: UUID,
                        parent_run_id: UUID | None = None, tags: list[str] | None = None,
                        metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        name = mapping.run_name(serialized, kwargs, "chain")
-        attributes = mapping.common_attributes(run_id, attr.CHAIN, tags, metadata)
-        span_name, extra = mapping.chain_span(name, tags, metadata)
-        if extra:
-            attributes.update(extra)
-            attributes[attr.RUN_NAME] = name
-        if self._content.enabled:
-            self._content_attr(attributes, attr.RUN_INPUTS, inputs)
-        self._start(run_id, parent_run_id, attr.CHAIN, span_name, attributes)
+        try:
+            name = mapping.run_name(serialized, kwargs, "chain")
+            attributes = mapping.common_attributes(run_id, attr.CHAIN, tags, metadata)
+            span_name, extra = mapping.chain_span(name, tags, metadata)
+            if extra:
+                attributes.update(extra)
+                attributes[attr.RUN_NAME] = name
+            if self._content.enabled:
+                self._content_attr(attributes, attr.RUN_INPUTS, inputs)
+            self._start(run_id, parent_run_id, attr.CHAIN, span_name, attributes)
+        except Exception as exc:
+            _skipped(self, "on_chain_start", exc)
 
-    @_guarded
     def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
-        if self._content.enabled:
-            attributes: dict[str, Any] = {}
-            self._content_attr(attributes, attr.RUN_OUTPUTS, outputs)
-            self._end(run_id, attributes)
-        else:
-            self._end(run_id)
+        try:
+            if self._content.enabled:
+                attributes: dict[str, Any] = {}
+                self._content_attr(attributes, attr.RUN_OUTPUTS, outputs)
+                self._end(run_id, attributes)
+            else:
+                self._end(run_id)
+        except Exception as exc:
+            _skipped(self, "on_chain_end", exc)
 
     @_guarded
     def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
@@ -222,45 +247,51 @@ class OTelHandler(BaseCallbackHandler):
                 state.metric_attributes = GenAIMetrics.base_attributes(model_attrs)
             claim_pending_scope(state.context, run_type)
 
-    @_guarded
     def on_chat_model_start(self, serialized: dict[str, Any] | None, messages: list[list[Any]], *,
                             run_id: UUID, parent_run_id: UUID | None = None,
                             tags: list[str] | None = None, metadata: dict[str, Any] | None = None,
                             **kwargs: Any) -> None:
-        def inputs(attributes: dict[str, Any]) -> None:
-            system, rest = split_system(messages[0] if messages else [])
-            if system:
-                self._content_attr(attributes, attr.GEN_AI_SYSTEM_INSTRUCTIONS, system)
-            self._content_attr(attributes, attr.GEN_AI_INPUT_MESSAGES, rest)
+        try:
+            def inputs(attributes: dict[str, Any]) -> None:
+                system, rest = split_system(messages[0] if messages else [])
+                if system:
+                    self._content_attr(attributes, attr.GEN_AI_SYSTEM_INSTRUCTIONS, system)
+                self._content_attr(attributes, attr.GEN_AI_INPUT_MESSAGES, rest)
 
-        self._model_start(attr.CHAT_MODEL, serialized, run_id, parent_run_id, tags, metadata,
-                          kwargs, inputs)
+            self._model_start(attr.CHAT_MODEL, serialized, run_id, parent_run_id, tags, metadata,
+                              kwargs, inputs)
+        except Exception as exc:
+            _skipped(self, "on_chat_model_start", exc)
 
-    @_guarded
     def on_llm_start(self, serialized: dict[str, Any] | None, prompts: list[str], *, run_id: UUID,
                      parent_run_id: UUID | None = None, tags: list[str] | None = None,
                      metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        def inputs(attributes: dict[str, Any]) -> None:
-            self._content_attr(attributes, attr.GEN_AI_INPUT_MESSAGES,
-                               [to_genai_message(p) for p in prompts or ()])
+        try:
+            def inputs(attributes: dict[str, Any]) -> None:
+                self._content_attr(attributes, attr.GEN_AI_INPUT_MESSAGES,
+                                   [to_genai_message(p) for p in prompts or ()])
 
-        self._model_start(attr.LLM, serialized, run_id, parent_run_id, tags, metadata, kwargs, inputs)
+            self._model_start(attr.LLM, serialized, run_id, parent_run_id, tags, metadata, kwargs, inputs)
+        except Exception as exc:
+            _skipped(self, "on_llm_start", exc)
 
     def on_llm_new_token(self, token: Any, *, chunk: Any = None, run_id: UUID,
                          parent_run_id: UUID | None = None, **kwargs: Any) -> None:
         # Hot path (once per streamed token): a counter bump, plus a bounded number of events.
         try:
-            state = self._open_run(run_id)
-            if state is None or (not token and mapping.is_stream_terminator(token, chunk)):
+            state = self._streaming
+            if state.run_id is not run_id:  # LangChain passes the same UUID object per token
+                state = self._open_run(run_id)
+                if state is None:
+                    return
+                self._streaming = state
+            if not token and mapping.is_stream_terminator(token, chunk):
                 return
             count = state.token_count = state.token_count + 1
-            if count <= self._max_token_events or count == 1:
+            if count <= self._token_events_limit:
                 self._token_event(state, token, count)
         except Exception as exc:
-            if self.raise_error:
-                raise
-            _log_once("on_llm_new_token", type(exc).__qualname__, logging.WARNING,
-                      "on_llm_new_token failed and was skipped: %r", exc)
+            _skipped(self, "on_llm_new_token", exc)
 
     def _token_event(self, state: RunState, token: Any, count: int) -> None:
         attributes: dict[str, Any] = {"index": count}
@@ -271,76 +302,86 @@ class OTelHandler(BaseCallbackHandler):
         else:
             state.span.add_event(attr.EVENT_TOKEN, attributes)
 
-    @_guarded
     def on_llm_end(self, response: Any, *, run_id: UUID, **kwargs: Any) -> None:
-        attributes = mapping.response_attributes(response)
-        if self._content.enabled:
-            outputs = []
-            for generation in _generations(response):
-                message = getattr(generation, "message", None)
-                reason = mapping.generation_finish_reason(generation)
-                if message is not None:
-                    outputs.append(to_genai_message(message, reason))
-                else:
-                    out = to_genai_message(getattr(generation, "text", generation), reason)
-                    out["role"] = "assistant"
-                    outputs.append(out)
-            self._content_attr(attributes, attr.GEN_AI_OUTPUT_MESSAGES, outputs)
-        self._end(run_id, attributes)
+        try:
+            attributes = mapping.response_attributes(response)
+            if self._content.enabled:
+                outputs = []
+                for generation in _generations(response):
+                    message = getattr(generation, "message", None)
+                    reason = mapping.generation_finish_reason(generation)
+                    if message is not None:
+                        outputs.append(to_genai_message(message, reason))
+                    else:
+                        out = to_genai_message(getattr(generation, "text", generation), reason)
+                        out["role"] = "assistant"
+                        outputs.append(out)
+                self._content_attr(attributes, attr.GEN_AI_OUTPUT_MESSAGES, outputs)
+            self._end(run_id, attributes)
+        except Exception as exc:
+            _skipped(self, "on_llm_end", exc)
 
     @_guarded
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         self._end(run_id, None, error)
 
     # --- tools and retrievers --------------------------------------------------------------
-    @_guarded
     def on_tool_start(self, serialized: dict[str, Any] | None, input_str: str, *, run_id: UUID,
                       parent_run_id: UUID | None = None, tags: list[str] | None = None,
                       metadata: dict[str, Any] | None = None, inputs: dict[str, Any] | None = None,
                       **kwargs: Any) -> None:
-        name = mapping.run_name(serialized, kwargs, "tool")
-        attributes = mapping.common_attributes(run_id, attr.TOOL, tags, metadata)
-        attributes[attr.RUN_NAME] = name
-        span_name, tool_attrs = mapping.tool_span(name, serialized, {**kwargs, "inputs": inputs})
-        attributes.update(tool_attrs)
-        self._content_attr(attributes, attr.GEN_AI_TOOL_CALL_ARGUMENTS,
-                           inputs if inputs is not None else input_str)
-        self._start(run_id, parent_run_id, attr.TOOL, span_name, attributes)
+        try:
+            name = mapping.run_name(serialized, kwargs, "tool")
+            attributes = mapping.common_attributes(run_id, attr.TOOL, tags, metadata)
+            attributes[attr.RUN_NAME] = name
+            span_name, tool_attrs = mapping.tool_span(name, serialized, {**kwargs, "inputs": inputs})
+            attributes.update(tool_attrs)
+            self._content_attr(attributes, attr.GEN_AI_TOOL_CALL_ARGUMENTS,
+                               inputs if inputs is not None else input_str)
+            self._start(run_id, parent_run_id, attr.TOOL, span_name, attributes)
+        except Exception as exc:
+            _skipped(self, "on_tool_start", exc)
 
-    @_guarded
     def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
-        attributes: dict[str, Any] = {}
-        self._content_attr(attributes, attr.GEN_AI_TOOL_CALL_RESULT, getattr(output, "content", output))
-        self._end(run_id, attributes)
+        try:
+            attributes: dict[str, Any] = {}
+            self._content_attr(attributes, attr.GEN_AI_TOOL_CALL_RESULT, getattr(output, "content", output))
+            self._end(run_id, attributes)
+        except Exception as exc:
+            _skipped(self, "on_tool_end", exc)
 
     @_guarded
     def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         self._end(run_id, None, error)
 
-    @_guarded
     def on_retriever_start(self, serialized: dict[str, Any] | None, query: str, *, run_id: UUID,
                            parent_run_id: UUID | None = None, tags: list[str] | None = None,
                            metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        name = mapping.run_name(serialized, kwargs, "retriever")
-        attributes = mapping.common_attributes(run_id, attr.RETRIEVER, tags, metadata)
-        attributes[attr.RUN_NAME] = name
-        attributes[attr.GEN_AI_OPERATION_NAME] = attr.OP_RETRIEVAL
-        self._content_attr(attributes, attr.GEN_AI_RETRIEVAL_QUERY_TEXT, query)
-        state = self._start(run_id, parent_run_id, attr.RETRIEVER, f"{attr.OP_RETRIEVAL} {name}",
-                            attributes)
-        if state is not None:
-            claim_pending_scope(state.context, attr.RETRIEVER)
+        try:
+            name = mapping.run_name(serialized, kwargs, "retriever")
+            attributes = mapping.common_attributes(run_id, attr.RETRIEVER, tags, metadata)
+            attributes[attr.RUN_NAME] = name
+            attributes[attr.GEN_AI_OPERATION_NAME] = attr.OP_RETRIEVAL
+            self._content_attr(attributes, attr.GEN_AI_RETRIEVAL_QUERY_TEXT, query)
+            state = self._start(run_id, parent_run_id, attr.RETRIEVER, f"{attr.OP_RETRIEVAL} {name}",
+                                attributes)
+            if state is not None:
+                claim_pending_scope(state.context, attr.RETRIEVER)
+        except Exception as exc:
+            _skipped(self, "on_retriever_start", exc)
 
-    @_guarded
     def on_retriever_end(self, documents: Sequence[Any], *, run_id: UUID, **kwargs: Any) -> None:
-        attributes: dict[str, Any] = {}
-        if isinstance(documents, Sequence):
-            attributes[attr.RETRIEVAL_DOCUMENT_COUNT] = len(documents)
-            if self._content.enabled:
-                self._content_attr(attributes, attr.GEN_AI_RETRIEVAL_DOCUMENTS, [
-                    {"id": getattr(d, "id", None), "content": getattr(d, "page_content", d),
-                     "metadata": getattr(d, "metadata", None)} for d in documents])
-        self._end(run_id, attributes)
+        try:
+            attributes: dict[str, Any] = {}
+            if isinstance(documents, Sequence):
+                attributes[attr.RETRIEVAL_DOCUMENT_COUNT] = len(documents)
+                if self._content.enabled:
+                    self._content_attr(attributes, attr.GEN_AI_RETRIEVAL_DOCUMENTS, [
+                        {"id": getattr(d, "id", None), "content": getattr(d, "page_content", d),
+                         "metadata": getattr(d, "metadata", None)} for d in documents])
+            self._end(run_id, attributes)
+        except Exception as exc:
+            _skipped(self, "on_retriever_end", exc)
 
     @_guarded
     def on_retriever_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:

@@ -34,38 +34,21 @@ IGNORE_FLAGS: dict[str, str | None] = {
 
 
 class _Flags:
-    """LangChain's handler switches: what to skip, whether to raise, whether to run inline."""
+    """LangChain's handler switches: what to skip, whether to raise, whether to run inline.
+
+    Plain class attributes rather than LangChain's properties: managers read one per handler
+    per event (per streamed token, too), and a subclass may still override them either way.
+    """
 
     raise_error: bool = False
     run_inline: bool = False
-
-    @property
-    def ignore_llm(self) -> bool:
-        return False
-
-    @property
-    def ignore_retry(self) -> bool:
-        return False
-
-    @property
-    def ignore_chain(self) -> bool:
-        return False
-
-    @property
-    def ignore_agent(self) -> bool:
-        return False
-
-    @property
-    def ignore_retriever(self) -> bool:
-        return False
-
-    @property
-    def ignore_chat_model(self) -> bool:
-        return False
-
-    @property
-    def ignore_custom_event(self) -> bool:
-        return False
+    ignore_llm: bool = False
+    ignore_retry: bool = False
+    ignore_chain: bool = False
+    ignore_agent: bool = False
+    ignore_retriever: bool = False
+    ignore_chat_model: bool = False
+    ignore_custom_event: bool = False
 
 
 def _noop(self: Any, *args: Any, **kwargs: Any) -> Any:

@@ -488,6 +488,33 @@ def test_token_events_are_bounded_but_the_count_is_exact(tracing: Any) -> None:
         (attr.EVENT_FIRST_TOKEN, 1), (attr.EVENT_TOKEN, 2), (attr.EVENT_TOKEN, 3)]
 
 
+def test_interleaved_streams_count_their_own_tokens(tracing: Any) -> None:
+    handler = tracing.handler(max_token_events=2)
+    first = FakeChat(chunks=[f"a{i}" for i in range(7)]).stream("hi", config=cfg(handler))
+    second = FakeChat(chunks=[f"b{i}" for i in range(4)]).stream("hi", config=cfg(handler))
+    for a, b in zip(first, second):  # tokens alternate between the two runs
+        pass
+    list(first)
+    list(second)
+    counts = sorted(s.attributes[attr.LLM_TOKEN_COUNT] for s in tracing.spans())
+    assert counts == [4, 7]
+    assert all(len(s.events) == 2 for s in tracing.spans())
+
+
+def test_token_after_the_run_ended_is_ignored(tracing: Any, caplog: Any) -> None:
+    handler = tracing.handler()
+    manager = CallbackManager(handlers=[handler])
+    run = manager.on_chat_model_start({"name": "m"}, [[HumanMessage("hi")]])[0]
+    run.on_llm_new_token("a")
+    run.on_llm_end(LLMResult(generations=[[ChatGeneration(message=AIMessage("a"))]]))
+    with caplog.at_level("DEBUG"):
+        run.on_llm_new_token("late")  # out of order: the run already ended
+    span = tracing.spans()[0]
+    assert span.attributes[attr.LLM_TOKEN_COUNT] == 1
+    assert [e.name for e in span.events] == [attr.EVENT_FIRST_TOKEN]
+    assert not [r for r in caplog.records if "ended span" in r.getMessage()]
+
+
 def test_stream_abandoned_after_three_chunks_ends_its_span(tracing: Any) -> None:
     model = FakeChat(chunks=[f"c{i}" for i in range(10)])
     stream = model.stream("hi", config=cfg(tracing.handler()))
