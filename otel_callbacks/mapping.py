@@ -79,8 +79,16 @@ def _metadata_attribute(key: Any, value: Any) -> tuple[str, Any] | None:
     return None if converted is None else (attr.RUN_METADATA_PREFIX + key, converted)
 
 
+# Metadata LangGraph adds to every node run for its own routing: the span tree already shows the
+# path, and the values (a task id per step) would only add per-span cost and backend storage.
+# ``langgraph_step`` and ``langgraph_node`` are kept.
+_ROUTING_METADATA = frozenset({"langgraph_triggers", "langgraph_path", "langgraph_checkpoint_ns",
+                               "checkpoint_ns"})
+
+
 def common_attributes(run_id: Any, run_type: str, tags: Any, metadata: Any) -> dict[str, Any]:
-    """Attributes every span carries: run id/type, the user's tags, non-``ls_`` metadata."""
+    """Attributes every span carries: run id/type, the user's tags, the user's metadata
+    (not ``ls_*``, which become GenAI attributes, nor LangGraph's routing keys)."""
     attrs: dict[str, Any] = {attr.RUN_ID: str(run_id), attr.RUN_TYPE: run_type}
     if tags:
         try:
@@ -93,6 +101,8 @@ def common_attributes(run_id: Any, run_type: str, tags: Any, metadata: Any) -> d
             attrs[attr.RUN_TAGS] = value
     if metadata and isinstance(metadata, Mapping):
         for key, value in metadata.items():
+            if key in _ROUTING_METADATA:
+                continue
             try:
                 cache_key = (key, type(value), value)
                 item = _metadata_cache[cache_key] if cache_key in _metadata_cache else _remember(

@@ -80,3 +80,22 @@ def test_react_agent_async(tracing: Tracing, recorder: RunRecorder) -> None:
                                        {"callbacks": [tracing.handler(), recorder]}))
     assert result["messages"][-1].content == "The weather: sunny in Paris"
     check(tracing, recorder)
+
+
+def test_node_spans_keep_langgraph_node_and_step_not_its_routing_keys(
+        tracing: Tracing, recorder: RunRecorder) -> None:
+    agent = build_agent(tracing)
+    agent.invoke({"messages": [("user", "weather in Paris?")]},
+                 {"callbacks": [tracing.handler(), recorder], "metadata": {"team": "search"}})
+    check(tracing, recorder)
+    # LangChain reported LangGraph's routing metadata on the node runs ...
+    node_runs = [m for m in recorder.metadata.values() if "langgraph_node" in m]
+    assert node_runs and all("langgraph_triggers" in m for m in node_runs)
+    # ... the spans keep which node and step, and the user's own metadata, not the routing.
+    tools_node = tracing.one("tools")
+    assert tools_node.attributes["langchain.metadata.langgraph_node"] == "tools"
+    assert tools_node.attributes["langchain.metadata.langgraph_step"] == 2
+    assert tools_node.attributes["langchain.metadata.team"] == "search"
+    for span in tracing.spans():
+        for key in ("langgraph_triggers", "langgraph_path", "langgraph_checkpoint_ns", "checkpoint_ns"):
+            assert f"langchain.metadata.{key}" not in (span.attributes or {})
