@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-ALL_VARIANTS = ("none", "noop", "otel_callbacks", "openllmetry", "openinference")
+ALL_VARIANTS = ("none", "noop", "sdk_floor", "otel_callbacks", "openllmetry", "openinference")
 # Not in the default set: our handler with content capture on, which is what the
 # two peers do by default (they serialise inputs/outputs onto every span).
 EXTRA_VARIANTS = ("otel_callbacks_content",)
@@ -68,6 +68,66 @@ def _noop_handler_class():
     return NoopHandler
 
 
+def _sdk_floor_handler_class():
+    from langchain_core.callbacks import BaseCallbackHandler
+
+    class SdkFloorHandler(BaseCallbackHandler):
+        """One yardstick span per run (``raw_span_once``'s shape) and nothing else.
+
+        Parent from a dict, no names, no attributes from the run, no context bridge, no
+        bounds, not thread-safe beyond the GIL: the least any tracer that emits one SDK span
+        per run pays inside the workload. The gap between it and a real tracer is the
+        tracer's own work; the gap between it and the raw span in a tight loop is what the
+        SDK itself costs once LangChain's code runs between spans.
+        """
+
+        run_inline = True
+
+        def __init__(self, tracer: trace.Tracer) -> None:
+            self._tracer = tracer
+            self._runs: dict[Any, tuple[Any, Any]] = {}
+
+        def _start(self, run_id: Any, parent_run_id: Any) -> None:
+            parent = self._runs.get(parent_run_id)
+            parent_ctx = parent[1] if parent is not None else None
+            span = self._tracer.start_span("raw", context=parent_ctx)
+            span.set_attribute("a.str", "value")
+            span.set_attribute("a.int", 42)
+            span.set_attribute("a.float", 1.5)
+            span.set_attribute("a.bool", True)
+            span.set_attribute("a.other", "x")
+            span.add_event("evt")
+            self._runs[run_id] = (span, trace.set_span_in_context(span, parent_ctx))
+
+        def _end(self, run_id: Any) -> None:
+            run = self._runs.pop(run_id, None)
+            if run is not None:
+                run[0].end()
+
+        def on_chain_start(self, serialized, inputs, *, run_id, parent_run_id=None, **kwargs):
+            self._start(run_id, parent_run_id)
+
+        def on_chat_model_start(self, serialized, messages, *, run_id, parent_run_id=None, **kwargs):
+            self._start(run_id, parent_run_id)
+
+        def on_llm_start(self, serialized, prompts, *, run_id, parent_run_id=None, **kwargs):
+            self._start(run_id, parent_run_id)
+
+        def on_tool_start(self, serialized, input_str, *, run_id, parent_run_id=None, **kwargs):
+            self._start(run_id, parent_run_id)
+
+        def on_retriever_start(self, serialized, query, *, run_id, parent_run_id=None, **kwargs):
+            self._start(run_id, parent_run_id)
+
+        def _ended(self, _result, *, run_id, **kwargs):
+            self._end(run_id)
+
+        on_chain_end = on_chain_error = on_llm_end = on_llm_error = _ended
+        on_tool_end = on_tool_error = on_retriever_end = on_retriever_error = _ended
+
+    return SdkFloorHandler
+
+
 @dataclass
 class Variant:
     name: str
@@ -86,6 +146,9 @@ def setup_variant(name: str, tp: TracerProvider) -> Variant:
     if name == "noop":
         h = _noop_handler_class()()
         return Variant(name, {"callbacks": [h]}, h)
+    if name == "sdk_floor":
+        h = _sdk_floor_handler_class()(tp.get_tracer("benchmarks.floor"))
+        return Variant(name, {"callbacks": [h]}, h, "one raw-span-shaped SDK span per run, nothing else")
     if name in ("otel_callbacks", "otel_callbacks_content"):
         try:
             from otel_callbacks import OTelHandler

@@ -148,6 +148,15 @@ def collect(args) -> tuple[dict, dict]:
     return per, info
 
 
+def _per_span(per: dict, wl: str, variant: str, clock: str, base_noop: float | None) -> float | None:
+    """Seconds per span over the do-nothing handler, or None without the data."""
+    slot = per.get((wl, variant))
+    spans = _med(slot["spans"]) if slot else None
+    if not (slot and spans and base_noop):
+        return None
+    return (_med(slot[clock]) - base_noop) / spans
+
+
 def render(per: dict, info: dict, args, clock: str) -> str:
     variants, workloads = args.variant_list, args.workload_list
     out = []
@@ -204,10 +213,17 @@ def render(per: dict, info: dict, args, clock: str) -> str:
             if wl == "stream1000" and base_noop and variant not in ("none", "noop"):
                 row += f"   per token over noop: {(t - base_noop) / STREAM_TOKENS * 1e6:+.2f} us"
             out.append(row)
+        floor = _per_span(per, wl, "sdk_floor", clock, base_noop)
+        ours = _per_span(per, wl, "otel_callbacks", clock, base_noop)
+        if floor and ours:
+            out.append(f"{'':<12} otel_callbacks per span = {ours / floor:.2f} x sdk_floor's "
+                       f"({ours * 1e6:.1f} vs {floor * 1e6:.1f} us)")
         out.append("")
     out.append("columns: median/iter = median over rounds of each process's median iteration time;")
     out.append("  spread = (max-min)/median of the per-round medians; vs none / vs noop = ratio of medians;")
     out.append("  spans = spans exported per iteration; per-span over noop = ((t - t_noop) / spans) / t_raw_span.")
+    out.append("  sdk_floor = a handler that only makes one raw-span-shaped SDK span per run (parent from a dict):")
+    out.append("  the least any one-span-per-run tracer pays inside the workload.")
     for variant, reason in info["skipped"].items():
         out.append(f"skipped {variant}: {reason}")
     for variant, note in info["notes"].items():
