@@ -79,11 +79,12 @@ def _metadata_attribute(key: Any, value: Any) -> tuple[str, Any] | None:
     return None if converted is None else (attr.RUN_METADATA_PREFIX + key, converted)
 
 
-# Metadata LangGraph adds to every node run for its own routing: the span tree already shows the
-# path, and the values (a task id per step) would only add per-span cost and backend storage.
+# Metadata LangChain and LangGraph add for their own bookkeeping: LangGraph's routing (the span
+# tree already shows the path; a task id per step) and langchain-core's ``lc_versions`` (the same
+# dict on every model run). They would only add per-span cost and backend storage.
 # ``langgraph_step`` and ``langgraph_node`` are kept.
-_ROUTING_METADATA = frozenset({"langgraph_triggers", "langgraph_path", "langgraph_checkpoint_ns",
-                               "checkpoint_ns"})
+_PLUMBING_METADATA = frozenset({"langgraph_triggers", "langgraph_path", "langgraph_checkpoint_ns",
+                                "checkpoint_ns", "lc_versions"})
 
 
 def common_attributes(run_id: Any, run_type: str, tags: Any, metadata: Any) -> dict[str, Any]:
@@ -101,7 +102,7 @@ def common_attributes(run_id: Any, run_type: str, tags: Any, metadata: Any) -> d
             attrs[attr.RUN_TAGS] = value
     if metadata and isinstance(metadata, Mapping):
         for key, value in metadata.items():
-            if key in _ROUTING_METADATA:
+            if key in _PLUMBING_METADATA:
                 continue
             try:
                 cache_key = (key, type(value), value)

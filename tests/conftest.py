@@ -54,7 +54,7 @@ class RunRecorder(BaseCallbackHandler):
         super().__init__()
         self.parents: dict[str, str | None] = {}
         self.names: dict[str, str] = {}
-        self.metadata: dict[str, dict[str, Any]] = {}  # chain runs' metadata, as LangChain passed it
+        self.metadata: dict[str, dict[str, Any]] = {}  # chain/chat runs' metadata, as LangChain passed it
         self._lock = threading.Lock()
 
     def _record(self, run_id: Any, parent_run_id: Any, name: Any = None) -> None:
@@ -68,6 +68,7 @@ class RunRecorder(BaseCallbackHandler):
 
     def on_chat_model_start(self, serialized: Any, messages: Any, *, run_id: Any, parent_run_id: Any = None, **kw: Any) -> None:
         self._record(run_id, parent_run_id, "chat_model")
+        self.metadata[str(run_id)] = dict(kw.get("metadata") or {})
 
     def on_llm_start(self, serialized: Any, prompts: Any, *, run_id: Any, parent_run_id: Any = None, **kw: Any) -> None:
         self._record(run_id, parent_run_id, "llm")

@@ -82,20 +82,23 @@ def test_react_agent_async(tracing: Tracing, recorder: RunRecorder) -> None:
     check(tracing, recorder)
 
 
-def test_node_spans_keep_langgraph_node_and_step_not_its_routing_keys(
+def test_node_spans_keep_langgraph_node_and_step_not_the_plumbing(
         tracing: Tracing, recorder: RunRecorder) -> None:
     agent = build_agent(tracing)
     agent.invoke({"messages": [("user", "weather in Paris?")]},
                  {"callbacks": [tracing.handler(), recorder], "metadata": {"team": "search"}})
     check(tracing, recorder)
-    # LangChain reported LangGraph's routing metadata on the node runs ...
+    # LangChain reported LangGraph's routing metadata on the node runs, and its own versions on
+    # the model runs ...
     node_runs = [m for m in recorder.metadata.values() if "langgraph_node" in m]
     assert node_runs and all("langgraph_triggers" in m for m in node_runs)
+    assert any("lc_versions" in m for m in recorder.metadata.values())
     # ... the spans keep which node and step, and the user's own metadata, not the routing.
     tools_node = tracing.one("tools")
     assert tools_node.attributes["langchain.metadata.langgraph_node"] == "tools"
     assert tools_node.attributes["langchain.metadata.langgraph_step"] == 2
     assert tools_node.attributes["langchain.metadata.team"] == "search"
     for span in tracing.spans():
-        for key in ("langgraph_triggers", "langgraph_path", "langgraph_checkpoint_ns", "checkpoint_ns"):
+        for key in ("langgraph_triggers", "langgraph_path", "langgraph_checkpoint_ns", "checkpoint_ns",
+                    "lc_versions"):
             assert f"langchain.metadata.{key}" not in (span.attributes or {})
