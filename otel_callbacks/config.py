@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
@@ -144,7 +145,7 @@ def otlp_destination(endpoint: str | None, protocol: str | None = None,
                        or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
                        or (GRPC if urlparse(base).port == 4317 else HTTP_PROTOBUF))
     base = base or _DEFAULT_ENDPOINTS[chosen]
-    kwargs = {} if timeout is None else {"timeout": timeout}
+    kwargs: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
     if chosen == GRPC:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as Grpc
 

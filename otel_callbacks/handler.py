@@ -281,10 +281,10 @@ class OTelHandler(BaseCallbackHandler):
         try:
             state = self._streaming
             if state.run_id is not run_id:  # LangChain passes the same UUID object per token
-                state = self._open_run(run_id)
-                if state is None:
+                found = self._open_run(run_id)
+                if found is None:
                     return
-                self._streaming = state
+                state = self._streaming = found
             if not token and mapping.is_stream_terminator(token, chunk):
                 return
             count = state.token_count = state.token_count + 1
@@ -401,8 +401,7 @@ class OTelHandler(BaseCallbackHandler):
         if isinstance(attempt, int):
             attributes["attempt"] = attempt
         outcome = getattr(retry_state, "outcome", None)
-        failed = getattr(outcome, "failed", False)
-        if failed:
+        if outcome is not None and getattr(outcome, "failed", False):
             exc = outcome.exception()
             attributes[attr.ERROR_TYPE] = mapping.qualified_name(exc)
             attributes["exception.message"] = scrub_secrets(str(exc))[:1024]

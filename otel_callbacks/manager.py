@@ -26,6 +26,7 @@ from .handlers import IGNORE_FLAGS
 logger = logging.getLogger("otel_callbacks")
 Handler = Any  # any object with LangChain's handler methods and flags
 T = TypeVar("T")
+_M = TypeVar("_M", bound="BaseCallbackManager")
 
 
 # --- dispatch: the only place where sync and async differ --------------------------------------
@@ -188,8 +189,8 @@ class BaseCallbackManager:
             self.metadata.pop(key, None)
             self.inheritable_metadata.pop(key, None)
 
-    def copy(self: T) -> T:
-        return self.__class__(  # type: ignore[attr-defined]
+    def copy(self: _M) -> _M:
+        return self.__class__(
             handlers=list(self.handlers), inheritable_handlers=list(self.inheritable_handlers),
             parent_run_id=self.parent_run_id, tags=list(self.tags),
             inheritable_tags=list(self.inheritable_tags), metadata=dict(self.metadata),
@@ -206,7 +207,7 @@ class BaseCallbackManager:
                    inheritable_metadata=self.inheritable_metadata)
 
 
-class _Starts:
+class _Starts(BaseCallbackManager):
     """The on_*_start methods, written once for CallbackManager and AsyncCallbackManager."""
 
     _chain_run: type
@@ -248,7 +249,8 @@ class _Starts:
 
     def _model_start(self, event: str, serialized: Any, batches: list[list[Any]],
                      run_id: UUID | None, kwargs: dict[str, Any]) -> Any:
-        pending, managers = [], []
+        pending: list[Any] = []
+        managers: list[Any] = []
         for batch in batches:
             run_id_, run_id = run_id or uuid4(), None
             pending.append(self._emit(event, (serialized, batch), self._run_kwargs(run_id_, kwargs)))
@@ -409,7 +411,7 @@ class AsyncCallbackManagerForRetrieverRun(AsyncRunManager):
     pass
 
 
-class CallbackManager(_Starts, BaseCallbackManager):
+class CallbackManager(_Starts):
     """Sync callback manager: ``on_*_start`` return run managers."""
 
     _chain_run = CallbackManagerForChainRun

@@ -237,7 +237,8 @@ def _tool_definitions(tools: Any) -> Any:
     out = []
     for tool in tools:
         if isinstance(tool, Mapping):
-            fn = tool.get("function") if isinstance(tool.get("function"), Mapping) else tool
+            function = tool.get("function")
+            fn = function if isinstance(function, Mapping) else tool
             out.append({"type": tool.get("type", "function"), "name": fn.get("name"),
                         "description": fn.get("description"),
                         "parameters": fn.get("parameters", fn.get("input_schema"))})

@@ -19,7 +19,7 @@ from .version import __version__
 try:  # metric names from the conventions package, as attributes.py does for attributes
     from opentelemetry.semconv._incubating.metrics import gen_ai_metrics as _gen_ai_metrics
 except ImportError:  # pragma: no cover - very old semconv
-    _gen_ai_metrics = None
+    _gen_ai_metrics = None  # type: ignore[assignment]
 
 
 def _name(constant: str, fallback: str) -> str:

@@ -29,7 +29,7 @@ class OTLPJsonError(ValueError):
 # --- writing ------------------------------------------------------------------------------
 def encode_request(spans: Sequence[Any]) -> dict[str, Any]:
     """SDK ``ReadableSpan`` objects as one OTLP/JSON request (a dict ready for ``json.dumps``)."""
-    from google.protobuf.json_format import MessageToDict
+    from google.protobuf.json_format import MessageToDict  # type: ignore[import-untyped]
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 
     request = MessageToDict(encode_spans(spans), use_integers_for_enums=True)

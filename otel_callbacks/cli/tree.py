@@ -244,8 +244,8 @@ def write(lines: Sequence[Line], stream: IO[str] | None = None, *, color: bool =
         return
     encoding = getattr(stream, "encoding", None) or "utf-8"
     for line in lines:
-        text = "".join(chunk for chunk, _ in line).rstrip() + "\n"
+        plain = "".join(chunk for chunk, _ in line).rstrip() + "\n"
         try:
-            stream.write(text)
+            stream.write(plain)
         except UnicodeEncodeError:  # recorded content the terminal cannot show
-            stream.write(text.encode(encoding, "replace").decode(encoding))
+            stream.write(plain.encode(encoding, "replace").decode(encoding))
