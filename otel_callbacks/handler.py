@@ -200,11 +200,14 @@ class OTelHandler(BaseCallbackHandler):
                 flush(2_000)
 
     # --- chains ----------------------------------------------------------------------------
+    # The hot callbacks name every keyword LangChain passes them (``name``, ``run_type``,
+    # ``parent_run_id``, ``tags``), so calling them builds no ``**kwargs`` dict.
     def on_chain_start(self, serialized: dict[str, Any] | None, inputs: Any, *, run_id: UUID,
                        parent_run_id: UUID | None = None, tags: list[str] | None = None,
-                       metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
+                       metadata: dict[str, Any] | None = None, name: str | None = None,
+                       run_type: str | None = None, **kwargs: Any) -> None:
         try:
-            name = mapping.run_name(serialized, kwargs, "chain")
+            name = mapping.run_name(serialized, name, "chain")
             attributes = mapping.common_attributes(run_id, attr.CHAIN, tags, metadata)
             span_name, extra = mapping.chain_span(name, tags, metadata)
             if extra:
@@ -216,7 +219,8 @@ class OTelHandler(BaseCallbackHandler):
         except Exception as exc:
             _skipped(self, "on_chain_start", exc)
 
-    def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
+    def on_chain_end(self, outputs: Any, *, run_id: UUID, parent_run_id: UUID | None = None,
+                     tags: list[str] | None = None, **kwargs: Any) -> None:
         try:
             if self._content.enabled:
                 attributes: dict[str, Any] = {}
@@ -237,7 +241,7 @@ class OTelHandler(BaseCallbackHandler):
                      input_attrs: Callable[[dict[str, Any]], None]) -> None:
         span_name, kind, model_attrs = mapping.model_span(run_type, serialized, metadata, kwargs)
         attributes = mapping.common_attributes(run_id, run_type, tags, metadata)
-        attributes[attr.RUN_NAME] = mapping.run_name(serialized, kwargs, run_type)
+        attributes[attr.RUN_NAME] = mapping.run_name(serialized, kwargs.get("name"), run_type)
         attributes.update(model_attrs)
         if self._content.enabled:
             input_attrs(attributes)
@@ -276,8 +280,10 @@ class OTelHandler(BaseCallbackHandler):
             _skipped(self, "on_llm_start", exc)
 
     def on_llm_new_token(self, token: Any, *, chunk: Any = None, run_id: UUID,
-                         parent_run_id: UUID | None = None, **kwargs: Any) -> None:
+                         parent_run_id: UUID | None = None, tags: list[str] | None = None,
+                         **kwargs: Any) -> None:
         # Hot path (once per streamed token): a counter bump, plus a bounded number of events.
+        # ``tags`` is named because LangChain passes it: else a kwargs dict is built per token.
         try:
             state = self._streaming
             if state.run_id is not run_id:  # LangChain passes the same UUID object per token
@@ -302,7 +308,8 @@ class OTelHandler(BaseCallbackHandler):
         else:
             state.span.add_event(attr.EVENT_TOKEN, attributes)
 
-    def on_llm_end(self, response: Any, *, run_id: UUID, **kwargs: Any) -> None:
+    def on_llm_end(self, response: Any, *, run_id: UUID, parent_run_id: UUID | None = None,
+                   tags: list[str] | None = None, **kwargs: Any) -> None:
         try:
             attributes = mapping.response_attributes(response)
             if self._content.enabled:
@@ -331,7 +338,7 @@ class OTelHandler(BaseCallbackHandler):
                       metadata: dict[str, Any] | None = None, inputs: dict[str, Any] | None = None,
                       **kwargs: Any) -> None:
         try:
-            name = mapping.run_name(serialized, kwargs, "tool")
+            name = mapping.run_name(serialized, kwargs.get("name"), "tool")
             attributes = mapping.common_attributes(run_id, attr.TOOL, tags, metadata)
             attributes[attr.RUN_NAME] = name
             span_name, tool_attrs = mapping.tool_span(name, serialized, {**kwargs, "inputs": inputs})
@@ -342,7 +349,8 @@ class OTelHandler(BaseCallbackHandler):
         except Exception as exc:
             _skipped(self, "on_tool_start", exc)
 
-    def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
+    def on_tool_end(self, output: Any, *, run_id: UUID, parent_run_id: UUID | None = None,
+                    tags: list[str] | None = None, **kwargs: Any) -> None:
         try:
             attributes: dict[str, Any] = {}
             self._content_attr(attributes, attr.GEN_AI_TOOL_CALL_RESULT, getattr(output, "content", output))
@@ -358,7 +366,7 @@ class OTelHandler(BaseCallbackHandler):
                            parent_run_id: UUID | None = None, tags: list[str] | None = None,
                            metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
         try:
-            name = mapping.run_name(serialized, kwargs, "retriever")
+            name = mapping.run_name(serialized, kwargs.get("name"), "retriever")
             attributes = mapping.common_attributes(run_id, attr.RETRIEVER, tags, metadata)
             attributes[attr.RUN_NAME] = name
             attributes[attr.GEN_AI_OPERATION_NAME] = attr.OP_RETRIEVAL
@@ -370,7 +378,9 @@ class OTelHandler(BaseCallbackHandler):
         except Exception as exc:
             _skipped(self, "on_retriever_start", exc)
 
-    def on_retriever_end(self, documents: Sequence[Any], *, run_id: UUID, **kwargs: Any) -> None:
+    def on_retriever_end(self, documents: Sequence[Any], *, run_id: UUID,
+                         parent_run_id: UUID | None = None, tags: list[str] | None = None,
+                         **kwargs: Any) -> None:
         try:
             attributes: dict[str, Any] = {}
             if isinstance(documents, Sequence):

@@ -42,9 +42,8 @@ def serialized_name(serialized: Any) -> str | None:
     return None
 
 
-def run_name(serialized: Any, kwargs: Mapping[str, Any], default: str) -> str:
+def run_name(serialized: Any, name: Any, default: str) -> str:
     """The run's own name: LangChain's ``name`` kwarg (run_name / get_name()) first."""
-    name = kwargs.get("name")
     if isinstance(name, str) and name:
         return name
     return serialized_name(serialized) or default
