@@ -7,6 +7,7 @@
     python -m benchmarks.run --memory        # bytes held per open run
     python -m benchmarks.run --soak 1000000  # RSS stays flat over many runs
     python -m benchmarks.run --lost          # every started span is exported
+    python -m benchmarks.run --instructions  # the same table in CPU instructions (valgrind): no noise
 
 Every measurement runs in its own subprocess, by default with the benchmark
 venv's interpreter (.venv-bench, made by scripts/setup-bench-venv.sh) when it
@@ -279,6 +280,9 @@ def main(argv=None) -> int:
         "--soak", type=int, nargs="?", const=1_000_000, default=None, metavar="N", help="soak N runs (default 1e6)"
     )
     ap.add_argument("--lost", action="store_true", help="nothing-lost check (flush and interpreter exit)")
+    ap.add_argument("--instructions", action="store_true",
+                    help="count instructions per span / per token under valgrind (--variants, --workloads)")
+    ap.add_argument("--jobs", type=int, default=2, help="parallel valgrind processes for --instructions")
     ap.add_argument("--lost-runs", type=int, default=10_000)
     ap.add_argument(
         "--mode-variants",
@@ -328,6 +332,10 @@ def main(argv=None) -> int:
 
     args.variant_list = _split(args.variants, ALL_VARIANTS + EXTRA_VARIANTS, "variant")
     args.workload_list = _split(args.workloads, list(WORKLOADS), "workload")
+    if args.instructions:
+        from benchmarks.instructions import run as count_instructions
+
+        return count_instructions(python, args.variant_list, args.workload_list, args.jobs)
     if args.rounds is None:
         args.rounds = 2 if args.quick else 5
     if args.min_time is None:

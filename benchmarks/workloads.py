@@ -93,17 +93,22 @@ def _token_model_class():
     return TokenStreamChatModel
 
 
-def _stream1000(config: dict) -> Callable[[], Any]:
-    model = _token_model_class()()
+def stream_workload(n_tokens: int) -> Callable[[dict], Callable[[], Any]]:
+    """A stream of ``n_tokens`` one-token chunks (stream1000; the instruction counter also
+    uses 2,000 to separate the cost per token from the cost per stream)."""
+    def build(config: dict) -> Callable[[], Any]:
+        model = _token_model_class()(n_tokens=n_tokens)
 
-    def run():
-        n = 0
-        for _ in model.stream("stream please", config):
-            n += 1
-        assert n >= STREAM_TOKENS, n
-        return n
+        def run():
+            n = 0
+            for _ in model.stream("stream please", config):
+                n += 1
+            assert n >= n_tokens, n
+            return n
 
-    return run
+        return run
+
+    return build
 
 
 def _nest20(config: dict) -> Callable[[], Any]:
@@ -177,7 +182,7 @@ def _graph_loop(config: dict) -> Callable[[], Any]:
 WORKLOADS: dict[str, Callable[[dict], Callable[[], Any]]] = {
     "seq5": _seq5,
     "prompt_chat": _prompt_chat,
-    "stream1000": _stream1000,
+    "stream1000": stream_workload(STREAM_TOKENS),
     "nest20": _nest20,
     "abatch20": _abatch20,
     "graph_loop": _graph_loop,
