@@ -131,6 +131,8 @@ def collect(args) -> tuple[dict, dict]:
                 continue
             if res.get("note"):
                 info["notes"][variant] = res["note"]
+            if "token_alone_s" in res:
+                info.setdefault("token_alone", {}).setdefault(variant, []).append(res["token_alone_s"])
             if "raw_span_s" in res:
                 raw["wall"].append(res["raw_span_s"])
                 raw["cpu"].append(res["raw_span_cpu_s"])
@@ -213,6 +215,9 @@ def render(per: dict, info: dict, args, clock: str) -> str:
             )
             if wl == "stream1000" and base_noop and variant not in ("none", "noop"):
                 row += f"   per token over noop: {(t - base_noop) / STREAM_TOKENS * 1e6:+.2f} us"
+                alone = info.get("token_alone", {})
+                if variant in alone and "noop" in alone:
+                    row += f" (token alone: {(_med(alone[variant]) - _med(alone['noop'])) * 1e9:+.0f} ns)"
             out.append(row)
         floor = _per_span(per, wl, "sdk_floor", clock, base_noop)
         ours = _per_span(per, wl, "otel_callbacks", clock, base_noop)
@@ -223,6 +228,8 @@ def render(per: dict, info: dict, args, clock: str) -> str:
     out.append("columns: median/iter = median over rounds of each process's median iteration time;")
     out.append("  spread = (max-min)/median of the per-round medians; vs none / vs noop = ratio of medians;")
     out.append("  spans = spans exported per iteration; per-span over noop = ((t - t_noop) / spans) / t_raw_span.")
+    out.append("  per token over noop = (t - t_noop) / 1000 on the stream (noisy: about +-0.5 us between processes);")
+    out.append("  token alone = one on_llm_new_token through LangChain's run manager, best of 5 x 20,000, minus noop's.")
     out.append("  sdk_floor = a handler that only makes one raw-span-shaped SDK span per run (parent from a dict):")
     out.append("  the least any one-span-per-run tracer pays inside the workload.")
     for variant, reason in info["skipped"].items():

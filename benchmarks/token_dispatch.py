@@ -21,6 +21,12 @@ from benchmarks.instructions import _token_dispatch
 TOKENS = 100_000
 
 
+def token_seconds(config: dict, repeats: int = 5, tokens: int = 20_000) -> float:
+    """Best time of one token through LangChain's run manager to ``config``'s handlers."""
+    call = _token_dispatch(config)
+    return min(timeit.repeat(call, number=tokens, repeat=repeats)) / tokens
+
+
 def _bridge_step_ns(repeats: int) -> float:
     """What the context bridge adds per chunk of a sync model stream (its per-step loop)."""
     from otel_callbacks.context_bridge import _MODEL_RUNS, _Scope, _scoped_iter

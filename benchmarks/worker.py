@@ -55,6 +55,11 @@ def _measure(args) -> dict:
         except Exception as exc:  # report, keep measuring the other workloads
             result["workloads"][name] = {"error": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc()}
         exporter.clear()
+    if "stream1000" in result["workloads"] and "error" not in result["workloads"]["stream1000"]:
+        # The stream moves by about 1 us per token between processes; the token alone does not.
+        from benchmarks.token_dispatch import token_seconds
+
+        result["token_alone_s"] = token_seconds(variant.config)
     # The yardstick, in the same process and provider setup.
     result["raw_span_s"], result["raw_span_cpu_s"] = measure_raw_span(tp, exporter, batches=args.raw_batches)
     return result
