@@ -90,13 +90,7 @@ def _sdk_floor_handler_class():
         def _start(self, run_id: Any, parent_run_id: Any) -> None:
             parent = self._runs.get(parent_run_id)
             parent_ctx = parent[1] if parent is not None else None
-            span = self._tracer.start_span("raw", context=parent_ctx)
-            span.set_attribute("a.str", "value")
-            span.set_attribute("a.int", 42)
-            span.set_attribute("a.float", 1.5)
-            span.set_attribute("a.bool", True)
-            span.set_attribute("a.other", "x")
-            span.add_event("evt")
+            span = raw_span_start(self._tracer, parent_ctx)
             self._runs[run_id] = (span, trace.set_span_in_context(span, parent_ctx))
 
         def _end(self, run_id: Any) -> None:
@@ -191,7 +185,8 @@ def _injected_handler(name: str):
 # The yardstick: one plain SDK span with a parent, 5 attributes and 1 event.
 
 
-def raw_span_once(tracer: trace.Tracer, parent_ctx) -> None:
+def raw_span_start(tracer: trace.Tracer, parent_ctx) -> Any:
+    """The yardstick span up to its end: start with a parent, 5 attributes, 1 event."""
     span = tracer.start_span("raw", context=parent_ctx)
     span.set_attribute("a.str", "value")
     span.set_attribute("a.int", 42)
@@ -199,7 +194,11 @@ def raw_span_once(tracer: trace.Tracer, parent_ctx) -> None:
     span.set_attribute("a.bool", True)
     span.set_attribute("a.other", "x")
     span.add_event("evt")
-    span.end()
+    return span
+
+
+def raw_span_once(tracer: trace.Tracer, parent_ctx) -> None:
+    raw_span_start(tracer, parent_ctx).end()
 
 
 def measure_raw_span(
