@@ -501,6 +501,22 @@ def test_interleaved_streams_count_their_own_tokens(tracing: Any) -> None:
     assert all(len(s.events) == 2 for s in tracing.spans())
 
 
+def test_streams_on_threads_count_their_own_tokens(tracing: Any) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    handler = tracing.handler()
+
+    def consume(n: int) -> int:
+        model = FakeChat(chunks=[f"t{i}" for i in range(n)])
+        return sum(1 for _ in model.stream("hi", config=cfg(handler)))
+
+    sizes = [50 + 7 * i for i in range(16)]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        assert list(pool.map(consume, sizes)) == sizes
+    counts = sorted(s.attributes[attr.LLM_TOKEN_COUNT] for s in tracing.spans())
+    assert counts == sorted(sizes)
+
+
 def test_token_after_the_run_ended_is_ignored(tracing: Any, caplog: Any) -> None:
     handler = tracing.handler()
     manager = CallbackManager(handlers=[handler])
