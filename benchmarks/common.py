@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import importlib
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -130,9 +131,10 @@ class Variant:
     note: str = ""
 
 
-def setup_variant(name: str, tp: TracerProvider) -> Variant:
+def setup_variant(name: str, tp: TracerProvider, **handler_options: Any) -> Variant:
     """Install variant ``name`` against ``tp``; return the per-call config to use.
 
+    ``handler_options`` go to our OTelHandler (e.g. ``max_open_runs`` for the memory modes).
     Raises VariantUnavailable if its package cannot be imported / instrumented.
     """
     if name == "none":
@@ -148,26 +150,30 @@ def setup_variant(name: str, tp: TracerProvider) -> Variant:
             from otel_callbacks import OTelHandler
         except Exception as exc:  # package not written / not installed yet
             raise VariantUnavailable(f"import otel_callbacks failed: {type(exc).__name__}: {exc}") from exc
-        kwargs: dict[str, Any] = {"tracer_provider": tp}
+        kwargs: dict[str, Any] = {"tracer_provider": tp, **handler_options}
         if name == "otel_callbacks_content":
             kwargs["capture_content"] = True
         h = OTelHandler(**kwargs)
         return Variant(name, {"callbacks": [h]}, h)
-    if name == "openllmetry":
+    if name in _PEERS:
+        module, instrumentor, package, note = _PEERS[name]
         try:
-            from opentelemetry.instrumentation.langchain import LangchainInstrumentor
+            cls = getattr(importlib.import_module(module), instrumentor)
         except Exception as exc:
-            raise VariantUnavailable(f"opentelemetry-instrumentation-langchain: {exc}") from exc
-        LangchainInstrumentor().instrument(tracer_provider=tp)
-        return Variant(name, {}, _injected_handler(name), "content capture on (TRACELOOP_TRACE_CONTENT default)")
-    if name == "openinference":
-        try:
-            from openinference.instrumentation.langchain import LangChainInstrumentor
-        except Exception as exc:
-            raise VariantUnavailable(f"openinference-instrumentation-langchain: {exc}") from exc
-        LangChainInstrumentor().instrument(tracer_provider=tp)
-        return Variant(name, {}, _injected_handler(name), "content capture on (default)")
+            raise VariantUnavailable(f"{package}: {exc}") from exc
+        cls().instrument(tracer_provider=tp)
+        return Variant(name, {}, _injected_handler(name), note)
     raise ValueError(f"unknown variant {name!r}")
+
+
+# Peer variant -> (module, instrumentor class, PyPI package, note for the table).
+_PEERS = {
+    "openllmetry": ("opentelemetry.instrumentation.langchain", "LangchainInstrumentor",
+                    "opentelemetry-instrumentation-langchain",
+                    "content capture on (TRACELOOP_TRACE_CONTENT default)"),
+    "openinference": ("openinference.instrumentation.langchain", "LangChainInstrumentor",
+                      "openinference-instrumentation-langchain", "content capture on (default)"),
+}
 
 
 def _injected_handler(name: str):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import inspect
 import logging
 import sys
 import time
@@ -34,18 +33,8 @@ def make_handler(variant: str, tp: TracerProvider, open_runs_cap: int | None = N
     For otel_callbacks, ``open_runs_cap`` raises its open-run bound (when the
     constructor has one) so a measurement is not cut short by eviction.
     """
-    if variant in ("otel_callbacks", "otel_callbacks_content") and open_runs_cap:
-        try:
-            from otel_callbacks import OTelHandler
-        except Exception as exc:
-            raise VariantUnavailable(f"import otel_callbacks failed: {type(exc).__name__}: {exc}") from exc
-        kwargs = {"tracer_provider": tp}
-        if variant == "otel_callbacks_content":
-            kwargs["capture_content"] = True
-        if "max_open_runs" in inspect.signature(OTelHandler).parameters:
-            kwargs["max_open_runs"] = open_runs_cap
-        return OTelHandler(**kwargs)
-    v = setup_variant(variant, tp)
+    ours = variant in ("otel_callbacks", "otel_callbacks_content") and open_runs_cap
+    v = setup_variant(variant, tp, **({"max_open_runs": open_runs_cap} if ours else {}))
     if v.handler is None:
         raise VariantUnavailable(f"variant {variant} has no callback handler to drive")
     return v.handler
@@ -134,13 +123,7 @@ def _open_runs_cap(variant: str, h, override: int | None) -> int | None:
         return override
     if not variant.startswith("otel_callbacks"):
         return None
-    try:
-        from otel_callbacks import OTelHandler
-
-        default = inspect.signature(OTelHandler).parameters.get("max_open_runs")
-        return default.default if default is not None and isinstance(default.default, int) else None
-    except Exception:
-        return None
+    return getattr(getattr(h, "_registry", None), "max_open_runs", None)
 
 
 def soak(variant: str, n: int, abandon_every: int, error_every: int, tolerance: float, max_open: int | None) -> int:

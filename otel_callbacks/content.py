@@ -80,6 +80,11 @@ def truncate(text: str, max_length: int) -> str:
     return f"{text[:max_length]}...[truncated {len(text) - max_length} chars]"
 
 
+def _safe_text(text: str, max_length: int) -> str:
+    """A string value as exported: masked whole if it holds a credential, else capped."""
+    return REDACTED if _SECRET_VALUE.search(text) else truncate(text, max_length)
+
+
 def safe_repr(value: object, max_length: int = DEFAULT_MAX_LENGTH) -> str:
     """``repr`` that never raises and never returns more than ``max_length`` characters."""
     try:
@@ -95,7 +100,7 @@ def sanitize(value: Any, max_length: int = DEFAULT_MAX_LENGTH, _depth: int = 0,
     if value is None or isinstance(value, (bool, int, float)):
         return value
     if isinstance(value, str):
-        return REDACTED if _SECRET_VALUE.search(value) else truncate(value, max_length)
+        return _safe_text(value, max_length)
     if is_secret_value(value):
         return REDACTED
     if _depth >= _MAX_DEPTH:
@@ -138,7 +143,7 @@ def sanitize(value: Any, max_length: int = DEFAULT_MAX_LENGTH, _depth: int = 0,
 def to_json(value: Any, max_length: int = DEFAULT_MAX_LENGTH) -> str:
     """Sanitized JSON text of ``value``, capped at ``max_length``; never raises."""
     if isinstance(value, str):
-        return REDACTED if _SECRET_VALUE.search(value) else truncate(value, max_length)
+        return _safe_text(value, max_length)
     try:
         text = json.dumps(sanitize(value, max_length), ensure_ascii=False, default=str)
     except Exception:
@@ -153,7 +158,7 @@ def scalar_attribute(value: Any, max_length: int = DEFAULT_MAX_LENGTH) -> Any:
     if isinstance(value, (bool, int, float)):
         return value
     if isinstance(value, str):
-        return REDACTED if _SECRET_VALUE.search(value) else truncate(value, max_length)
+        return _safe_text(value, max_length)
     if is_secret_value(value):
         return REDACTED
     if isinstance(value, (list, tuple)) and value and len(value) <= _MAX_ITEMS:

@@ -57,9 +57,9 @@ class _Scope:
 
     __slots__ = ("run_types", "context", "token")
 
-    def __init__(self, run_types: frozenset[str]) -> None:
+    def __init__(self, run_types: frozenset[str], context: Context | None = None) -> None:
         self.run_types = run_types
-        self.context: Context | None = None
+        self.context = context  # known up front (provider call) or claimed by the start callback
         self.token: Token[Any] | None = None
 
 
@@ -151,12 +151,6 @@ async def _acall_in_scope(wrapped: Any, args: Any, kwargs: Any, scope: _Scope) -
         _exit(scope, pending)
 
 
-def _known_scope(context: Context | None, run_types: frozenset[str]) -> _Scope:
-    scope = _Scope(run_types)
-    scope.context = context
-    return scope
-
-
 # --- wrappers ---------------------------------------------------------------------------------
 def _config_context_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     """Runs inside LangChain's copied child context: make the parent run's span current there."""
@@ -180,29 +174,28 @@ def _run_manager_context(args: Any, kwargs: Any, position: int, key: str) -> Con
     return active_context(run_id) if run_id is not None else None
 
 
-def _provider_call(position: int, key: str, is_async: bool) -> Any:
+def _iter_in_scope(wrapped: Any, args: Any, kwargs: Any, scope: _Scope) -> Any:
+    return _scoped_iter(wrapped(*args, **kwargs), scope)
+
+
+def _aiter_in_scope(wrapped: Any, args: Any, kwargs: Any, scope: _Scope) -> Any:
+    return _scoped_aiter(wrapped(*args, **kwargs), scope)
+
+
+def _provider_call(position: int, key: str, drive: Any) -> Any:
     """The model's own generate path: its run manager names the run whose span to make current."""
     def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         context = _run_manager_context(args, kwargs, position, key)
         if context is None:
             return wrapped(*args, **kwargs)
-        scope = _known_scope(context, _MODEL_RUNS)
-        call = _acall_in_scope if is_async else _call_in_scope
-        return call(wrapped, args, kwargs, scope)
+        return drive(wrapped, args, kwargs, _Scope(_MODEL_RUNS, context))
     return wrapper
 
 
-def _starts_inside(run_types: frozenset[str], kind: str) -> Any:
+def _starts_inside(run_types: frozenset[str], drive: Any) -> Any:
     """For calls whose run starts inside them (stream, retriever invoke): claim on start."""
     def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        scope = _Scope(run_types)
-        if kind == "iter":
-            return _scoped_iter(wrapped(*args, **kwargs), scope)
-        if kind == "aiter":
-            return _scoped_aiter(wrapped(*args, **kwargs), scope)
-        if kind == "acall":
-            return _acall_in_scope(wrapped, args, kwargs, scope)
-        return _call_in_scope(wrapped, args, kwargs, scope)
+        return drive(wrapped, args, kwargs, _Scope(run_types))
     return wrapper
 
 
@@ -211,21 +204,21 @@ _PATCHES: tuple[tuple[str, str, Any], ...] = (
     ("langchain_core.runnables.config", "_set_config_context", _config_context_wrapper),
     ("langgraph._internal._runnable", "_set_config_context", _config_context_wrapper),
     ("langchain_core.language_models.chat_models", "BaseChatModel._generate_with_cache",
-     _provider_call(2, "run_manager", False)),
+     _provider_call(2, "run_manager", _call_in_scope)),
     ("langchain_core.language_models.chat_models", "BaseChatModel._agenerate_with_cache",
-     _provider_call(2, "run_manager", True)),
+     _provider_call(2, "run_manager", _acall_in_scope)),
     ("langchain_core.language_models.llms", "BaseLLM._generate_helper",
-     _provider_call(2, "run_managers", False)),
+     _provider_call(2, "run_managers", _call_in_scope)),
     ("langchain_core.language_models.llms", "BaseLLM._agenerate_helper",
-     _provider_call(2, "run_managers", True)),
+     _provider_call(2, "run_managers", _acall_in_scope)),
     ("langchain_core.language_models.chat_models", "BaseChatModel.stream",
-     _starts_inside(_MODEL_RUNS, "iter")),
+     _starts_inside(_MODEL_RUNS, _iter_in_scope)),
     ("langchain_core.language_models.chat_models", "BaseChatModel.astream",
-     _starts_inside(_MODEL_RUNS, "aiter")),
-    ("langchain_core.language_models.llms", "BaseLLM.stream", _starts_inside(_MODEL_RUNS, "iter")),
-    ("langchain_core.language_models.llms", "BaseLLM.astream", _starts_inside(_MODEL_RUNS, "aiter")),
-    ("langchain_core.retrievers", "BaseRetriever.invoke", _starts_inside(_RETRIEVER_RUNS, "call")),
-    ("langchain_core.retrievers", "BaseRetriever.ainvoke", _starts_inside(_RETRIEVER_RUNS, "acall")),
+     _starts_inside(_MODEL_RUNS, _aiter_in_scope)),
+    ("langchain_core.language_models.llms", "BaseLLM.stream", _starts_inside(_MODEL_RUNS, _iter_in_scope)),
+    ("langchain_core.language_models.llms", "BaseLLM.astream", _starts_inside(_MODEL_RUNS, _aiter_in_scope)),
+    ("langchain_core.retrievers", "BaseRetriever.invoke", _starts_inside(_RETRIEVER_RUNS, _call_in_scope)),
+    ("langchain_core.retrievers", "BaseRetriever.ainvoke", _starts_inside(_RETRIEVER_RUNS, _acall_in_scope)),
 )
 
 _lock = threading.RLock()  # re-entrant: post-import hooks may fire inside install()
@@ -282,10 +275,6 @@ def uninstall() -> None:
             owner, attribute, original, wrapper = _applied.pop()
             if vars(owner).get(attribute) is wrapper:  # leave later patches by others alone
                 setattr(owner, attribute, original)
-
-
-def is_installed() -> bool:
-    return _installed
 
 
 @contextlib.contextmanager

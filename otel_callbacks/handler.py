@@ -29,7 +29,7 @@ from .context_bridge import claim_pending_scope
 from .handlers import BaseCallbackHandler
 from .messages import split_system, to_genai_message
 from .metrics import GenAIMetrics
-from .registry import RunRegistry, RunState, active_context
+from .registry import FORGOTTEN, RunRegistry, RunState, active_context
 from .version import __version__
 
 logger = logging.getLogger("otel_callbacks")
@@ -38,8 +38,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 _logged: set[tuple[str, str]] = set()  # (event, what went wrong) already logged
 _live_handlers: weakref.WeakSet[OTelHandler] = weakref.WeakSet()
 _INTERNAL = SpanKind.INTERNAL
-_NOT_STREAMING = RunState(object(), trace.INVALID_SPAN, Context(), None, "", 0)
-_CONTROL_FLOW_ERRORS = frozenset({"GraphInterrupt", "GraphBubbleUp", "ParentCommand", "NodeInterrupt"})
+_NOT_STREAMING = RunState(FORGOTTEN, trace.INVALID_SPAN, Context(), None, "", 0)
 
 
 def _guarded(method: F) -> F:
@@ -109,7 +108,8 @@ class OTelHandler(BaseCallbackHandler):
         self._content = ContentPolicy(capture_content, max_content_length, redact)
         self._metrics = GenAIMetrics.create(meter_provider)
         self._token_events_limit = max(1, max_token_events)  # the first token is always kept
-        # The run that streamed the last token: the next token is almost always its own.
+        # The run that streamed the last token: the next token is almost always its own. Once
+        # the registry drops that run its id no longer matches, so no reset is needed here.
         self._streaming: RunState = _NOT_STREAMING
         self._provider = tracer_provider
         _register_for_exit(self)
@@ -139,7 +139,6 @@ class OTelHandler(BaseCallbackHandler):
         state = RunState(run_id, span, trace.set_span_in_context(span, parent_context),
                          parent.root if parent is not None else None, run_type, time.time_ns())
         for evicted in registry.add(state):
-            self._forget_streaming(evicted)
             evicted.span.set_attribute(attr.RUN_EVICTED, True)
             evicted.span.end()
         return state
@@ -150,8 +149,6 @@ class OTelHandler(BaseCallbackHandler):
         if state is None:
             _log_once("end", "unknown run", logging.DEBUG, "end/error for unknown run %s ignored", run_id)
             return None
-        if self._streaming is state:  # inlined _forget_streaming: every run ends here
-            self._streaming = _NOT_STREAMING
         span = state.span
         if state.token_count:
             span.set_attribute(attr.LLM_TOKEN_COUNT, state.token_count)
@@ -165,16 +162,11 @@ class OTelHandler(BaseCallbackHandler):
             self._metrics.record(state, attributes, error)
         if state.root is state and state.descendants:
             for orphan in self._registry.pop_descendants(state):
-                self._forget_streaming(orphan)
                 orphan.span.set_attribute(attr.RUN_ORPHANED, True)
                 orphan.span.add_event(attr.EVENT_ORPHANED, {"reason": "root run ended first"})
                 orphan.span.end()
         span.end()
         return state
-
-    def _forget_streaming(self, state: RunState) -> None:
-        if self._streaming is state:  # a token arriving after the end must not find it
-            self._streaming = _NOT_STREAMING
 
     def _event(self, run_id: Any, name: str, attributes: dict[str, Any]) -> RunState | None:
         state = self._registry.get(run_id)
@@ -192,7 +184,6 @@ class OTelHandler(BaseCallbackHandler):
 
     def close(self) -> None:
         """End every span still open (marked evicted) and flush them, e.g. at interpreter exit."""
-        self._streaming = _NOT_STREAMING
         if _end_open_runs(self._registry):
             provider = self._provider or trace.get_tracer_provider()
             flush = getattr(provider, "force_flush", None)
@@ -314,7 +305,7 @@ class OTelHandler(BaseCallbackHandler):
             attributes = mapping.response_attributes(response)
             if self._content.enabled:
                 outputs = []
-                for generation in _generations(response):
+                for generation in mapping.generations(response):
                     message = getattr(generation, "message", None)
                     reason = mapping.generation_finish_reason(generation)
                     if message is not None:
@@ -341,7 +332,8 @@ class OTelHandler(BaseCallbackHandler):
             name = mapping.run_name(serialized, kwargs.get("name"), "tool")
             attributes = mapping.common_attributes(run_id, attr.TOOL, tags, metadata)
             attributes[attr.RUN_NAME] = name
-            span_name, tool_attrs = mapping.tool_span(name, serialized, {**kwargs, "inputs": inputs})
+            span_name, tool_attrs = mapping.tool_span(name, serialized, kwargs.get("tool_call_id"),
+                                                      inputs)
             attributes.update(tool_attrs)
             self._content_attr(attributes, attr.GEN_AI_TOOL_CALL_ARGUMENTS,
                                inputs if inputs is not None else input_str)
@@ -447,20 +439,13 @@ class OTelHandler(BaseCallbackHandler):
         self._event(run_id, attr.EVENT_CUSTOM, attributes)
 
 
-def _generations(response: Any) -> list[Any]:
-    generations = getattr(response, "generations", None) or []
-    return [g for batch in generations for g in (batch or ())]
-
-
 def _record_error(span: Any, error: BaseException) -> None:
     name = type(error).__name__
-    if isinstance(error, GeneratorExit):
-        # The consumer stopped iterating: not a failure of the run.
-        span.set_attribute(attr.RUN_ABANDONED, True)
-        return
-    if name in _CONTROL_FLOW_ERRORS:
-        # LangGraph interrupts/commands travel as exceptions but are control flow.
-        span.add_event("langgraph.control_flow", {"type": name})
+    if not mapping.is_failure(error):
+        if isinstance(error, GeneratorExit):  # the consumer stopped iterating
+            span.set_attribute(attr.RUN_ABANDONED, True)
+        else:
+            span.add_event("langgraph.control_flow", {"type": name})
         return
     span.set_attribute(attr.ERROR_TYPE, mapping.qualified_name(error))
     try:

@@ -190,11 +190,14 @@ class BaseCallbackManager:
             self.inheritable_metadata.pop(key, None)
 
     def copy(self: _M) -> _M:
-        return self.__class__(
-            handlers=list(self.handlers), inheritable_handlers=list(self.inheritable_handlers),
-            parent_run_id=self.parent_run_id, tags=list(self.tags),
-            inheritable_tags=list(self.inheritable_tags), metadata=dict(self.metadata),
-            inheritable_metadata=dict(self.inheritable_metadata))
+        return self._copy_as(self.__class__)
+
+    def _copy_as(self, cls: type[_M]) -> _M:
+        """A ``cls`` manager with this one's handlers, parent, tags and metadata (copied)."""
+        return cls(handlers=list(self.handlers), inheritable_handlers=list(self.inheritable_handlers),
+                   parent_run_id=self.parent_run_id, tags=list(self.tags),
+                   inheritable_tags=list(self.inheritable_tags), metadata=dict(self.metadata),
+                   inheritable_metadata=dict(self.inheritable_metadata))
 
     def _run_kwargs(self, run_id: UUID, kwargs: dict[str, Any]) -> dict[str, Any]:
         return {"run_id": run_id, "parent_run_id": self.parent_run_id, "tags": self.tags,
@@ -270,13 +273,7 @@ class _Starts(BaseCallbackManager):
                   local_metadata: dict[str, Any] | None = None) -> Any:
         """Build the manager for one run from request-time and constructor callbacks."""
         if isinstance(inheritable_callbacks, BaseCallbackManager):
-            parent = inheritable_callbacks
-            manager = cls(handlers=list(parent.handlers),
-                          inheritable_handlers=list(parent.inheritable_handlers),
-                          parent_run_id=parent.parent_run_id, tags=list(parent.tags),
-                          inheritable_tags=list(parent.inheritable_tags),
-                          metadata=dict(parent.metadata),
-                          inheritable_metadata=dict(parent.inheritable_metadata))
+            manager = inheritable_callbacks._copy_as(cls)
         else:
             handlers = list(inheritable_callbacks or [])
             manager = cls(handlers=handlers, inheritable_handlers=list(handlers))

@@ -206,15 +206,9 @@ def model_span(run_type: str, serialized: Any, metadata: Any,
         attrs[attr.GEN_AI_PROVIDER_NAME] = provider
     if isinstance(model, str) and model:
         attrs[attr.GEN_AI_REQUEST_MODEL] = model
-    temperature = meta.get("ls_temperature", params.get("temperature"))
-    if isinstance(temperature, (int, float)) and not isinstance(temperature, bool):
-        attrs[attr.GEN_AI_REQUEST_TEMPERATURE] = float(temperature)
-    max_tokens = meta.get("ls_max_tokens", params.get("max_tokens"))
-    if isinstance(max_tokens, int) and not isinstance(max_tokens, bool):
-        attrs[attr.GEN_AI_REQUEST_MAX_TOKENS] = max_tokens
-    top_p = params.get("top_p")
-    if isinstance(top_p, (int, float)) and not isinstance(top_p, bool):
-        attrs[attr.GEN_AI_REQUEST_TOP_P] = float(top_p)
+    _float(attrs, attr.GEN_AI_REQUEST_TEMPERATURE, meta.get("ls_temperature", params.get("temperature")))
+    _int(attrs, attr.GEN_AI_REQUEST_MAX_TOKENS, meta.get("ls_max_tokens", params.get("max_tokens")))
+    _float(attrs, attr.GEN_AI_REQUEST_TOP_P, params.get("top_p"))
     stop = meta.get("ls_stop") or params.get("stop")
     if isinstance(stop, str):
         stop = [stop]
@@ -246,14 +240,13 @@ def _tool_definitions(tools: Any) -> Any:
     return out
 
 
-def tool_span(name: str, serialized: Any, kwargs: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+def tool_span(name: str, serialized: Any, call_id: Any, inputs: Any) -> tuple[str, dict[str, Any]]:
+    """Name and attributes of a tool run; the call id from LangChain's kwarg, else the inputs."""
     attrs: dict[str, Any] = {attr.GEN_AI_OPERATION_NAME: attr.OP_EXECUTE_TOOL,
                              attr.GEN_AI_TOOL_NAME: name, attr.GEN_AI_TOOL_TYPE: "function"}
     description = serialized.get("description") if isinstance(serialized, Mapping) else None
     if isinstance(description, str) and description:
         attrs[attr.GEN_AI_TOOL_DESCRIPTION] = description[:_MAX_ATTR]
-    call_id = kwargs.get("tool_call_id")
-    inputs = kwargs.get("inputs")
     if call_id is None and isinstance(inputs, Mapping):
         call_id = inputs.get("tool_call_id")
     if isinstance(call_id, str) and call_id:
@@ -265,6 +258,11 @@ def _get(obj: Any, key: str) -> Any:
     if isinstance(obj, Mapping):
         return obj.get(key)
     return getattr(obj, key, None)
+
+
+def generations(response: Any) -> list[Any]:
+    """Every generation of an LLMResult-like object (or a dict of one), batches flattened."""
+    return [g for batch in _get(response, "generations") or () for g in (batch or ())]
 
 
 def first_generation_message(response: Any) -> tuple[Any, Any]:
@@ -332,18 +330,28 @@ def generation_finish_reason(generation: Any) -> str | None:
 
 
 def finish_reasons(response: Any) -> tuple[str, ...]:
-    reasons: list[str] = []
-    for batch in _get(response, "generations") or ():
-        for generation in batch or ():
-            reason = generation_finish_reason(generation)
-            if reason is not None:
-                reasons.append(reason)
-    return tuple(reasons)
+    reasons = (generation_finish_reason(g) for g in generations(response))
+    return tuple(r for r in reasons if r is not None)
 
 
 def _int(attrs: dict[str, Any], key: str, value: Any) -> None:
     if isinstance(value, int) and not isinstance(value, bool):
         attrs[key] = value
+
+
+def _float(attrs: dict[str, Any], key: str, value: Any) -> None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        attrs[key] = float(value)
+
+
+# LangGraph interrupts and commands travel as exceptions but are control flow, not failures.
+CONTROL_FLOW_ERRORS = frozenset({"GraphInterrupt", "GraphBubbleUp", "ParentCommand", "NodeInterrupt"})
+
+
+def is_failure(error: BaseException) -> bool:
+    """False for an abandoned stream (GeneratorExit) and LangGraph's control flow: the one rule
+    for both the span's status and the metrics' ``error.type``."""
+    return not isinstance(error, GeneratorExit) and type(error).__name__ not in CONTROL_FLOW_ERRORS
 
 
 def qualified_name(error: BaseException) -> str:

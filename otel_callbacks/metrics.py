@@ -13,7 +13,7 @@ from opentelemetry import metrics
 from opentelemetry.metrics import MeterProvider, NoOpMeterProvider
 
 from . import attributes as attr
-from .mapping import qualified_name
+from .mapping import is_failure, qualified_name
 from .version import __version__
 
 try:  # metric names from the conventions package, as attributes.py does for attributes
@@ -80,8 +80,7 @@ class GenAIMetrics:
         model = end_attributes.get(attr.GEN_AI_RESPONSE_MODEL)
         if model:
             attributes[attr.GEN_AI_RESPONSE_MODEL] = model
-        if error is not None and not isinstance(error, GeneratorExit):
-            # Same value as the span's error.type; an abandoned stream is not a failure.
+        if error is not None and is_failure(error):  # the same rule and value as the span's
             attributes[attr.ERROR_TYPE] = qualified_name(error)
         self.duration.record((time.time_ns() - state.start_ns) / 1e9, attributes)
         if state.first_token_ns:

@@ -21,6 +21,9 @@ from opentelemetry.trace import Span
 # context bridge finds a run's span even when the handler was a constructor (local) callback.
 _ACTIVE_CONTEXTS: dict[Any, Context] = {}
 _NOTHING: list[Any] = []  # shared empty result: never mutated
+# A forgotten run's id: a reference to its state kept elsewhere (the handler remembers the run
+# that streamed the last token) then no longer matches the id LangChain passes.
+FORGOTTEN = object()
 
 
 def active_context(run_id: Any) -> Context | None:
@@ -29,7 +32,10 @@ def active_context(run_id: Any) -> Context | None:
 
 
 class RunState:
-    """What one open run needs until it ends. Small: it lives as long as the run."""
+    """What one open run needs until it ends. Small: it lives as long as the run.
+
+    ``run_id`` becomes ``FORGOTTEN`` once the registry drops the run (ended, evicted, orphaned).
+    """
 
     __slots__ = ("run_id", "span", "context", "root", "run_type", "descendants",
                  "token_count", "first_token_ns", "start_ns", "metric_attributes", "retries")
@@ -128,3 +134,4 @@ class RunRegistry:
         root = state.root
         if root is not state and root.descendants is not None:
             root.descendants.discard(run_id)
+        state.run_id = FORGOTTEN
