@@ -164,6 +164,21 @@ def test_abandoned_stream_is_not_an_error_in_metrics(tracing: Any, meter: Metric
     assert TOKEN_USAGE not in points  # no usage was reported before the consumer left
 
 
+def test_langgraph_control_flow_is_not_an_error_in_metrics(tracing: Any, meter: Metrics) -> None:
+    from langgraph.errors import GraphInterrupt
+
+    handler = tracing.handler(meter_provider=meter.provider)
+    with pytest.raises(GraphInterrupt):
+        FakeChat(error=GraphInterrupt()).invoke("hi", config=cfg(handler))
+
+    [duration] = meter.points()[DURATION]
+    assert attr.ERROR_TYPE not in duration.attributes
+    # The span follows the same rule: no error.type, no ERROR status.
+    span = tracing.one("chat fake-model-1")
+    assert attr.ERROR_TYPE not in span.attributes
+    assert [e.name for e in span.events] == ["langgraph.control_flow"]
+
+
 def test_only_model_runs_are_measured(tracing: Any, meter: Metrics) -> None:
     handler = tracing.handler(meter_provider=meter.provider)
     add.invoke(tool_call("add", {"a": 1, "b": 2}, "call_1"), config=cfg(handler))
