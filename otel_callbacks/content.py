@@ -1,7 +1,9 @@
-"""What may leave the process: content capture policy, size caps and secret redaction.
+"""What may leave the process: content capture policy, size caps, secret redaction, UTF-8.
 
-Two rules hold everywhere: prompt/output content is exported only when the user opted in,
-and values under secret-looking keys (or pydantic ``SecretStr``) are never exported.
+Three rules hold everywhere: prompt/output content is exported only when the user opted in,
+values under secret-looking keys (or pydantic ``SecretStr``) are never exported, and every
+string handed to the SDK is encodable as UTF-8 (``utf8_safe``; one lone surrogate would make
+the OTLP encoder drop the whole export batch).
 Every function here is total: odd input gives a safe, capped value, never an exception.
 """
 
@@ -36,6 +38,57 @@ _SECRET_VALUE = re.compile(
 )
 
 _secret_key_cache: dict[str, bool] = {}
+# Lone surrogates: what ``os.fsdecode`` / ``surrogateescape`` make of undecodable bytes, and
+# half of a split surrogate pair. UTF-8 cannot encode them; protobuf and JSON encoders refuse.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+REPLACEMENT = "\ufffd"
+
+
+def utf8_safe(text: str) -> str:
+    """``text`` with every lone surrogate replaced by U+FFFD, so it encodes as UTF-8.
+
+    ASCII text (nearly every name and id) costs one C-level flag check.
+    """
+    if text.isascii():
+        return text
+    return _SURROGATE.sub(REPLACEMENT, text)
+
+
+def _is_utf8_safe(attributes: Mapping[str, Any]) -> bool:
+    for key, value in attributes.items():
+        if not key.isascii():
+            return False
+        cls = value.__class__
+        if cls is str:
+            if not value.isascii():
+                return False
+        elif cls is tuple:
+            for item in value:
+                if item.__class__ is str and not item.isascii():
+                    return False
+        elif cls is bytes:  # the SDK would drop undecodable bytes: ours become text
+            return False
+    return True
+
+
+def utf8_safe_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
+    """Span, event or metric attributes with every key and string value made ``utf8_safe``.
+
+    The one gate before the SDK: returns ``attributes`` itself when all of it is ASCII (the
+    common case, a flag check per string), else a repaired copy in the same order.
+    """
+    if _is_utf8_safe(attributes):
+        return attributes
+    repaired: dict[str, Any] = {}
+    for key, value in attributes.items():
+        if isinstance(value, str):
+            value = utf8_safe(value)
+        elif isinstance(value, tuple):
+            value = tuple(utf8_safe(v) if isinstance(v, str) else v for v in value)
+        elif isinstance(value, bytes):
+            value = value.decode("utf-8", "replace")
+        repaired[utf8_safe(key)] = value
+    return repaired
 
 
 def is_secret_key(key: object) -> bool:

@@ -24,7 +24,13 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
 
 from . import attributes as attr
 from . import context_bridge, mapping
-from .content import DEFAULT_MAX_LENGTH, ContentPolicy, scrub_secrets
+from .content import (
+    DEFAULT_MAX_LENGTH,
+    ContentPolicy,
+    scrub_secrets,
+    utf8_safe,
+    utf8_safe_attributes,
+)
 from .context_bridge import claim_pending_scope
 from .handlers import BaseCallbackHandler
 from .messages import split_system, to_genai_message
@@ -134,7 +140,8 @@ class OTelHandler(BaseCallbackHandler):
             parent_context = active_context(parent_run_id)
         else:
             parent_context = None
-        span = self._tracer.start_span(name, context=parent_context, kind=kind, attributes=attributes)
+        span = self._tracer.start_span(utf8_safe(name), context=parent_context, kind=kind,
+                                       attributes=utf8_safe_attributes(attributes))
         # The run's context extends its parent's (or the caller's), so baggage flows through.
         state = RunState(run_id, span, trace.set_span_in_context(span, parent_context),
                          parent.root if parent is not None else None, run_type, time.time_ns())
@@ -155,6 +162,7 @@ class OTelHandler(BaseCallbackHandler):
             span.set_attribute(attr.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK,
                                (state.first_token_ns - state.start_ns) / 1e9)
         if attributes:
+            attributes = utf8_safe_attributes(attributes)
             span.set_attributes(attributes)
         if error is not None:
             _record_error(span, error)
@@ -173,7 +181,7 @@ class OTelHandler(BaseCallbackHandler):
         if state is None:
             _log_once(name, "unknown run", logging.DEBUG, "%s for unknown run %s ignored", name, run_id)
             return None
-        state.span.add_event(name, attributes)
+        state.span.add_event(name, utf8_safe_attributes(attributes))
         return state
 
     def _content_attr(self, attributes: dict[str, Any], key: str, value: Any) -> None:
@@ -293,6 +301,7 @@ class OTelHandler(BaseCallbackHandler):
     def _token_event(self, state: RunState, token: Any, count: int) -> None:
         attributes: dict[str, Any] = {"index": count}
         self._content_attr(attributes, "content", token)
+        attributes = utf8_safe_attributes(attributes)
         if count == 1:
             state.first_token_ns = time.time_ns()
             state.span.add_event(attr.EVENT_FIRST_TOKEN, attributes, state.first_token_ns)
@@ -447,11 +456,13 @@ def _record_error(span: Any, error: BaseException) -> None:
         else:
             span.add_event("langgraph.control_flow", {"type": name})
         return
-    span.set_attribute(attr.ERROR_TYPE, mapping.qualified_name(error))
+    error_type = mapping.qualified_name(error)
+    span.set_attribute(attr.ERROR_TYPE, error_type)
     try:
-        message = scrub_secrets(str(error))
-        stacktrace = scrub_secrets("".join(traceback.format_exception(error)))
-        span.record_exception(error, attributes={"exception.message": message,
+        message = utf8_safe(scrub_secrets(str(error)))
+        stacktrace = utf8_safe(scrub_secrets("".join(traceback.format_exception(error))))
+        span.record_exception(error, attributes={"exception.type": error_type,
+                                                 "exception.message": message,
                                                  "exception.stacktrace": stacktrace})
     except Exception:
         message = "<unprintable error>"

@@ -13,7 +13,7 @@ from typing import Any
 from opentelemetry.trace import SpanKind
 
 from . import attributes as attr
-from .content import is_secret_key, scalar_attribute
+from .content import is_secret_key, scalar_attribute, utf8_safe
 
 # LangChain's ls_provider values -> gen_ai.provider.name well-known values.
 _PROVIDERS = {
@@ -357,7 +357,7 @@ def is_failure(error: BaseException) -> bool:
 def qualified_name(error: BaseException) -> str:
     cls = type(error)
     module = cls.__module__
-    return cls.__qualname__ if module in ("builtins", None) else f"{module}.{cls.__qualname__}"
+    return cls.__qualname__ if module in ("builtins", None) else utf8_safe(f"{module}.{cls.__qualname__}")
 
 
 def is_stream_terminator(token: Any, chunk: Any) -> bool:

@@ -13,6 +13,7 @@ from opentelemetry import metrics
 from opentelemetry.metrics import MeterProvider, NoOpMeterProvider
 
 from . import attributes as attr
+from .content import utf8_safe_attributes
 from .mapping import is_failure, qualified_name
 from .version import __version__
 
@@ -82,6 +83,7 @@ class GenAIMetrics:
             attributes[attr.GEN_AI_RESPONSE_MODEL] = model
         if error is not None and is_failure(error):  # the same rule and value as the span's
             attributes[attr.ERROR_TYPE] = qualified_name(error)
+        attributes = utf8_safe_attributes(attributes)
         self.duration.record((time.time_ns() - state.start_ns) / 1e9, attributes)
         if state.first_token_ns:
             self.time_to_first_chunk.record((state.first_token_ns - state.start_ns) / 1e9, attributes)
