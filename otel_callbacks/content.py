@@ -38,6 +38,22 @@ _SECRET_VALUE = re.compile(
 )
 
 _secret_key_cache: dict[str, bool] = {}
+# Process-wide caches keep only keys up to this size: bounded memory, whatever runs carry.
+SMALL_CHARS = 256
+_SMALL_ITEMS = 16
+
+
+def is_small(key: Any) -> bool:
+    """True for a cache key that holds at most a few hundred bytes of user data: short
+    strings and bytes, 64-bit numbers, types, and short tuples of those."""
+    cls = key.__class__
+    if cls is str or cls is bytes:
+        return len(key) <= SMALL_CHARS
+    if cls is tuple:
+        return len(key) <= _SMALL_ITEMS and all(is_small(item) for item in key)
+    if cls is int:
+        return key.bit_length() <= 64
+    return cls is float or cls is bool or key is None or isinstance(key, type)
 # Lone surrogates: what ``os.fsdecode`` / ``surrogateescape`` make of undecodable bytes, and
 # half of a split surrogate pair. UTF-8 cannot encode them; protobuf and JSON encoders refuse.
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -105,7 +121,7 @@ def is_secret_key(key: object) -> bool:
         cached = flat.endswith("token") or flat == "auth" or any(
             fragment in flat for fragment in _SECRET_FRAGMENTS
         )
-        if len(_secret_key_cache) < 4096:
+        if len(_secret_key_cache) < 4096 and len(key) <= SMALL_CHARS:
             _secret_key_cache[key] = cached
     return cached
 

@@ -13,7 +13,7 @@ from typing import Any
 from opentelemetry.trace import SpanKind
 
 from . import attributes as attr
-from .content import is_secret_key, scalar_attribute, utf8_safe
+from .content import is_secret_key, is_small, scalar_attribute, utf8_safe
 
 # LangChain's ls_provider values -> gen_ai.provider.name well-known values.
 _PROVIDERS = {
@@ -52,14 +52,21 @@ def run_name(serialized: Any, name: Any, default: str) -> str:
 _CACHE_LIMIT = 8192
 # Tags and metadata repeat across runs (LangGraph sends the same keys and values for every node
 # run), so their converted attribute form is cached: conversion costs more than the SDK span.
+# Only small keys are kept (``is_small``): a cache must not keep a finished run's data alive.
 _tags_cache: dict[tuple[Any, ...], Any] = {}
 _metadata_cache: dict[tuple[Any, ...], tuple[str, Any] | None] = {}
 
 
 def _remember(cache: dict[Any, Any], key: Any, value: Any) -> Any:
-    if len(cache) >= _CACHE_LIMIT:
-        cache.clear()
-    cache[key] = value
+    """Cache ``value`` under ``key`` if the key is small; returns ``value`` either way.
+
+    Checked on a miss only, so hits cost nothing more. What repeats (node names, step numbers,
+    model names, short tags) is small; a large or unique value gains little from caching.
+    """
+    if is_small(key):
+        if len(cache) >= _CACHE_LIMIT:
+            cache.clear()
+        cache[key] = value
     return value
 
 
