@@ -71,6 +71,8 @@ RUN_TYPE = "langchain.run.type"
 RUN_NAME = "langchain.run.name"
 RUN_TAGS = "langchain.run.tags"
 RUN_METADATA_PREFIX = "langchain.metadata."
+# User metadata keys and tags left off a span to keep within its attribute limit (budget.py).
+METADATA_DROPPED_COUNT = "langchain.metadata.dropped_count"
 RUN_ORPHANED = "langchain.run.orphaned"
 RUN_EVICTED = "langchain.run.evicted"
 RUN_ABANDONED = "langchain.run.abandoned"

@@ -24,6 +24,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
 
 from . import attributes as attr
 from . import context_bridge, mapping
+from .budget import AttributeBudget, span_attribute_limit
 from .content import (
     DEFAULT_MAX_LENGTH,
     ContentPolicy,
@@ -118,6 +119,8 @@ class OTelHandler(BaseCallbackHandler):
         # the registry drops that run its id no longer matches, so no reset is needed here.
         self._streaming: RunState = _NOT_STREAMING
         self._provider = tracer_provider
+        self._budget = AttributeBudget(span_attribute_limit(tracer_provider))
+        self._start_rooms = self._budget.start_rooms
         _register_for_exit(self)
         # A handler dropped while runs are still open ends their spans as it goes.
         weakref.finalize(self, _end_open_runs, self._registry).atexit = False
@@ -140,11 +143,16 @@ class OTelHandler(BaseCallbackHandler):
             parent_context = active_context(parent_run_id)
         else:
             parent_context = None
+        near_limit = len(attributes) > self._start_rooms[run_type]
+        if near_limit:
+            attributes = self._budget.fit_start(attributes, run_type)
         span = self._tracer.start_span(utf8_safe(name), context=parent_context, kind=kind,
                                        attributes=utf8_safe_attributes(attributes))
         # The run's context extends its parent's (or the caller's), so baggage flows through.
         state = RunState(run_id, span, trace.set_span_in_context(span, parent_context),
                          parent.root if parent is not None else None, run_type, time.time_ns())
+        if near_limit:
+            state.near_limit = True
         for evicted in registry.add(state):
             evicted.span.set_attribute(attr.RUN_EVICTED, True)
             evicted.span.end()
@@ -157,6 +165,9 @@ class OTelHandler(BaseCallbackHandler):
             _log_once("end", "unknown run", logging.DEBUG, "end/error for unknown run %s ignored", run_id)
             return None
         span = state.span
+        if state.near_limit:
+            attributes = self._budget.fit_end(
+                span, attributes, (2 if state.token_count else 0) + (error is not None))
         if state.token_count:
             span.set_attribute(attr.LLM_TOKEN_COUNT, state.token_count)
             span.set_attribute(attr.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK,

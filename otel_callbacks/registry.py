@@ -35,10 +35,12 @@ class RunState:
     """What one open run needs until it ends. Small: it lives as long as the run.
 
     ``run_id`` becomes ``FORGOTTEN`` once the registry drops the run (ended, evicted, orphaned).
+    ``near_limit``: the span started close to its attribute limit (see ``budget.py``).
     """
 
     __slots__ = ("run_id", "span", "context", "root", "run_type", "descendants",
-                 "token_count", "first_token_ns", "start_ns", "metric_attributes", "retries")
+                 "token_count", "first_token_ns", "start_ns", "metric_attributes", "retries",
+                 "near_limit")
 
     def __init__(self, run_id: Any, span: Span, context: Context, root: RunState | None,
                  run_type: str, start_ns: int) -> None:
@@ -53,6 +55,7 @@ class RunState:
         self.start_ns = start_ns
         self.metric_attributes: dict[str, Any] | None = None
         self.retries = 0
+        self.near_limit = False
 
 
 class RunRegistry:
