@@ -114,7 +114,7 @@ class OTelHandler(BaseCallbackHandler):
         self._provider = tracer_provider
         _register_for_exit(self)
         # A handler dropped while runs are still open ends their spans as it goes.
-        weakref.finalize(self, _end_open_runs, self._registry).atexit = False
+        weakref.finalize(self, _end_open_runs, self._registry, self._metrics).atexit = False
         context_bridge.install()
 
     # --- lifecycle core ------------------------------------------------------------------
@@ -138,9 +138,9 @@ class OTelHandler(BaseCallbackHandler):
         # The run's context extends its parent's (or the caller's), so baggage flows through.
         state = RunState(run_id, span, trace.set_span_in_context(span, parent_context),
                          parent.root if parent is not None else None, run_type, time.time_ns())
-        for evicted in registry.add(state):
-            evicted.span.set_attribute(attr.RUN_EVICTED, True)
-            evicted.span.end()
+        evicted = registry.add(state)
+        if evicted:
+            _finish_all(evicted, self._metrics, _evicted_marks)
         return state
 
     def _end(self, run_id: Any, attributes: dict[str, Any] | None = None,
@@ -149,23 +149,15 @@ class OTelHandler(BaseCallbackHandler):
         if state is None:
             _log_once("end", "unknown run", logging.DEBUG, "end/error for unknown run %s ignored", run_id)
             return None
-        span = state.span
-        if state.token_count:
-            span.set_attribute(attr.LLM_TOKEN_COUNT, state.token_count)
-            span.set_attribute(attr.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK,
-                               (state.first_token_ns - state.start_ns) / 1e9)
-        if attributes:
-            span.set_attributes(attributes)
-        if error is not None:
-            _record_error(span, error)
-        if state.metric_attributes is not None and self._metrics is not None:
-            self._metrics.record(state, attributes, error)
-        if state.root is state and state.descendants:
-            for orphan in self._registry.pop_descendants(state):
-                orphan.span.set_attribute(attr.RUN_ORPHANED, True)
-                orphan.span.add_event(attr.EVENT_ORPHANED, {"reason": "root run ended first"})
-                orphan.span.end()
-        span.end()
+        try:
+            if state.root is state and state.descendants:
+                # Runs still open under an ending root (e.g. the model of an abandoned chain
+                # stream, whose own GeneratorExit comes later): ended now, keeping their data.
+                abandoned = isinstance(error, mapping.ABANDONMENT)
+                _finish_all(self._registry.pop_descendants(state), self._metrics,
+                            _abandoned_orphan_marks if abandoned else _orphan_marks)
+        finally:
+            _finish(state, self._metrics, attributes, error)
         return state
 
     def _event(self, run_id: Any, name: str, attributes: dict[str, Any]) -> RunState | None:
@@ -184,7 +176,7 @@ class OTelHandler(BaseCallbackHandler):
 
     def close(self) -> None:
         """End every span still open (marked evicted) and flush them, e.g. at interpreter exit."""
-        if _end_open_runs(self._registry):
+        if _end_open_runs(self._registry, self._metrics):
             provider = self._provider or trace.get_tracer_provider()
             flush = getattr(provider, "force_flush", None)
             if flush is not None:
@@ -282,8 +274,10 @@ class OTelHandler(BaseCallbackHandler):
                 if found is None:
                     return
                 state = self._streaming = found
-            if not token and mapping.is_stream_terminator(token, chunk):
-                return
+            if not token:  # usage-only chunks are empty: no cost for the common token
+                if mapping.is_stream_terminator(token, chunk):
+                    return
+                _note_stream_usage(state, chunk)
             count = state.token_count = state.token_count + 1
             if count <= self._token_events_limit:
                 self._token_event(state, token, count)
@@ -320,8 +314,15 @@ class OTelHandler(BaseCallbackHandler):
             _skipped(self, "on_llm_end", exc)
 
     @_guarded
-    def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        self._end(run_id, None, error)
+    def on_llm_error(self, error: BaseException, *, run_id: UUID, response: Any = None,
+                     **kwargs: Any) -> None:
+        # LangChain passes what a failed or abandoned stream produced so far (merged chunks).
+        attributes = None
+        try:
+            if response is not None:
+                attributes = mapping.response_attributes(response)
+        finally:
+            self._end(run_id, attributes, error)
 
     # --- tools and retrievers --------------------------------------------------------------
     def on_tool_start(self, serialized: dict[str, Any] | None, input_str: str, *, run_id: UUID,
@@ -439,10 +440,85 @@ class OTelHandler(BaseCallbackHandler):
         self._event(run_id, attr.EVENT_CUSTOM, attributes)
 
 
+def _note_stream_usage(state: RunState, chunk: Any) -> None:
+    """Add up the usage a streamed chunk reports (as LangChain's chunk merge does)."""
+    usage = getattr(getattr(chunk, "message", None), "usage_metadata", None)
+    if not usage:
+        return
+    seen = state.stream_usage
+    if seen is None:
+        seen = state.stream_usage = [0, 0]
+    for index, key in enumerate(("input_tokens", "output_tokens")):
+        count = usage.get(key)
+        if isinstance(count, int) and not isinstance(count, bool):
+            seen[index] += count
+
+
+def _finish(state: RunState, metrics: GenAIMetrics | None,
+            attributes: dict[str, Any] | None = None, error: BaseException | None = None) -> None:
+    """End one run's span with everything its state recorded, whichever path ends it (its own
+    end or error, its root's end, eviction, close). The span ends whatever else fails."""
+    span = state.span
+    try:
+        if state.token_count:
+            span.set_attribute(attr.LLM_TOKEN_COUNT, state.token_count)
+            span.set_attribute(attr.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK,
+                               (state.first_token_ns - state.start_ns) / 1e9)
+        usage = state.stream_usage
+        if usage is not None and (attributes is None or (
+                attr.GEN_AI_USAGE_INPUT_TOKENS not in attributes
+                and attr.GEN_AI_USAGE_OUTPUT_TOKENS not in attributes)):
+            # No end event reported the total: keep what the stream reported so far.
+            attributes = {**(attributes or {}), attr.GEN_AI_USAGE_INPUT_TOKENS: usage[0],
+                          attr.GEN_AI_USAGE_OUTPUT_TOKENS: usage[1]}
+        if attributes:
+            span.set_attributes(attributes)
+        if error is not None:
+            _record_error(span, error)
+        if metrics is not None and state.metric_attributes is not None:
+            try:
+                metrics.record(state, attributes, error)
+            except Exception as exc:  # a failing meter must not cost the span
+                _log_once("metrics", type(exc).__qualname__, logging.WARNING,
+                          "recording GenAI metrics failed: %r", exc, exc_info=exc)
+    finally:
+        span.end()
+
+
+def _finish_all(states: Sequence[RunState], metrics: GenAIMetrics | None,
+                attributes: Callable[[RunState], dict[str, Any]]) -> None:
+    """``_finish`` each state (with its marks); one failure does not leave the others open."""
+    failure: Exception | None = None
+    for state in states:
+        try:
+            _finish(state, metrics, attributes(state))
+        except Exception as exc:
+            failure = failure or exc
+    if failure is not None:
+        raise failure
+
+
+def _evicted_marks(state: RunState) -> dict[str, Any]:
+    return {attr.RUN_EVICTED: True}
+
+
+def _orphan_marks(state: RunState, abandoned: bool = False) -> dict[str, Any]:
+    """A run ended because its root ended first; one that was streaming was abandoned."""
+    state.span.add_event(attr.EVENT_ORPHANED, {"reason": "root run ended first"})
+    marks = {attr.RUN_ORPHANED: True}
+    if abandoned or state.token_count:
+        marks[attr.RUN_ABANDONED] = True
+    return marks
+
+
+def _abandoned_orphan_marks(state: RunState) -> dict[str, Any]:
+    return _orphan_marks(state, abandoned=True)
+
+
 def _record_error(span: Any, error: BaseException) -> None:
     name = type(error).__name__
     if not mapping.is_failure(error):
-        if isinstance(error, GeneratorExit):  # the consumer stopped iterating
+        if isinstance(error, mapping.ABANDONMENT):  # the consumer stopped iterating or cancelled
             span.set_attribute(attr.RUN_ABANDONED, True)
         else:
             span.add_event("langgraph.control_flow", {"type": name})
@@ -458,11 +534,9 @@ def _record_error(span: Any, error: BaseException) -> None:
     span.set_status(Status(StatusCode.ERROR, f"{name}: {message}"[:1024]))
 
 
-def _end_open_runs(registry: RunRegistry) -> int:
+def _end_open_runs(registry: RunRegistry, metrics: GenAIMetrics | None = None) -> int:
     states = registry.pop_all()
-    for state in states:
-        state.span.set_attribute(attr.RUN_EVICTED, True)
-        state.span.end()
+    _finish_all(states, metrics, _evicted_marks)
     return len(states)
 
 

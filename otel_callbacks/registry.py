@@ -38,7 +38,8 @@ class RunState:
     """
 
     __slots__ = ("run_id", "span", "context", "root", "run_type", "descendants",
-                 "token_count", "first_token_ns", "start_ns", "metric_attributes", "retries")
+                 "token_count", "first_token_ns", "start_ns", "metric_attributes", "retries",
+                 "stream_usage")
 
     def __init__(self, run_id: Any, span: Span, context: Context, root: RunState | None,
                  run_type: str, start_ns: int) -> None:
@@ -53,6 +54,9 @@ class RunState:
         self.start_ns = start_ns
         self.metric_attributes: dict[str, Any] | None = None
         self.retries = 0
+        # [input, output] tokens reported by streamed chunks: kept for a run that never gets
+        # its own end (orphaned, evicted, closed), whose end would have carried the total.
+        self.stream_usage: list[int] | None = None
 
 
 class RunRegistry:
