@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import functools
 import logging
+import threading
 import time
 import traceback
 import weakref
@@ -29,7 +30,7 @@ from .context_bridge import claim_pending_scope
 from .handlers import BaseCallbackHandler
 from .messages import split_system, to_genai_message
 from .metrics import GenAIMetrics
-from .registry import FORGOTTEN, RunRegistry, RunState, active_context
+from .registry import _ACTIVE_CONTEXTS, FORGOTTEN, RunRegistry, RunState, active_context
 from .version import __version__
 
 logger = logging.getLogger("otel_callbacks")
@@ -39,6 +40,9 @@ _logged: set[tuple[str, str]] = set()  # (event, what went wrong) already logged
 _live_handlers: weakref.WeakSet[OTelHandler] = weakref.WeakSet()
 _INTERNAL = SpanKind.INTERNAL
 _NOT_STREAMING = RunState(FORGOTTEN, trace.INVALID_SPAN, Context(), None, "", 0)
+# The most that flushing spans of runs still open adds to interpreter exit (or to ``close()``),
+# whatever the number of handlers: an unreachable collector must not hold the app's exit.
+EXIT_FLUSH_SECONDS = 2.0
 
 
 def _guarded(method: F) -> F:
@@ -125,6 +129,8 @@ class OTelHandler(BaseCallbackHandler):
             _log_once("start", "duplicate", logging.DEBUG,
                       "run %s started twice; the second start is ignored", run_id)
             return None
+        if run_id in _ACTIVE_CONTEXTS and self._traced_on_same_provider(run_id):
+            return None
         parent = registry.get(parent_run_id) if parent_run_id is not None else None
         parent_context: Context | None
         if parent is not None:
@@ -175,12 +181,38 @@ class OTelHandler(BaseCallbackHandler):
                 attributes[key] = text
 
     def close(self) -> None:
-        """End every span still open (marked evicted) and flush them, e.g. at interpreter exit."""
+        """End every span still open (marked evicted) and flush them, waiting at most
+        ``EXIT_FLUSH_SECONDS`` (the flush goes on in the background if the collector is slow)."""
         if _end_open_runs(self._registry, self._metrics):
-            provider = self._provider or trace.get_tracer_provider()
-            flush = getattr(provider, "force_flush", None)
-            if flush is not None:
-                flush(2_000)
+            _flush_within([self._tracer_provider()], EXIT_FLUSH_SECONDS)
+
+    def _tracer_provider(self) -> Any:
+        return self._provider if self._provider is not None else trace.get_tracer_provider()
+
+    def _traced_on_same_provider(self, run_id: Any) -> bool:
+        """Another handler already traces this run into our tracer provider (e.g. one in the
+        config and one on the model): one span per run and provider, the first handler's."""
+        provider = self._tracer_provider()
+        for other in list(_live_handlers):
+            if (other is not self and other._registry.get(run_id) is not None
+                    and other._tracer_provider() is provider):
+                _log_once("start", "traced twice", logging.DEBUG,
+                          "run %s is traced by another handler on the same provider", run_id)
+                return True
+        return False
+
+    # --- copies: a handler is a live connection to a provider, shared, never duplicated -----
+    def __copy__(self) -> OTelHandler:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> OTelHandler:
+        # ``model.model_copy(deep=True)`` and ``copy.deepcopy(chain)`` copy callbacks too: the
+        # copy must trace into the same tracer and run registry (its runs nest with ours).
+        return self
+
+    def __reduce__(self) -> Any:
+        raise TypeError("OTelHandler cannot be pickled: it holds a live tracer provider and the "
+                        "runs open in this process; create one in the process that runs the chain")
 
     # --- chains ----------------------------------------------------------------------------
     # The hot callbacks name every keyword LangChain passes them (``name``, ``run_type``,
@@ -549,8 +581,36 @@ def _register_for_exit(handler: OTelHandler) -> None:
 
 
 def _close_live_handlers() -> None:
+    """At exit: end every handler's open runs, then flush each provider once, bounded."""
+    providers: dict[int, Any] = {}
     for handler in list(_live_handlers):
         try:
-            handler.close()
+            if _end_open_runs(handler._registry, handler._metrics):
+                provider = handler._tracer_provider()
+                providers[id(provider)] = provider
         except Exception:  # never raise at interpreter exit
             pass
+    if providers:
+        _flush_within(list(providers.values()), EXIT_FLUSH_SECONDS)
+
+
+def _flush_within(providers: Sequence[Any], seconds: float) -> None:
+    """Flush ``providers`` in a daemon thread and wait for it at most ``seconds``: exporters do
+    not honour ``force_flush``'s timeout (a retrying OTLP export takes its own 10 s)."""
+    def flush() -> None:
+        for provider in providers:
+            try:
+                force_flush = getattr(provider, "force_flush", None)
+                if force_flush is not None:
+                    force_flush(int(seconds * 1000))
+            except Exception:
+                pass
+
+    try:
+        thread = threading.Thread(target=flush, name="otel-callbacks-flush", daemon=True)
+        thread.start()
+    except RuntimeError:
+        # No new threads at interpreter shutdown (Python 3.12): the spans are ended, and the
+        # provider's own exit hook (the SDK registers one) exports them.
+        return
+    thread.join(seconds)
