@@ -113,26 +113,42 @@ def _scoped_iter(iterator: Any, scope: _Scope) -> Any:
             run(close)
 
 
-async def _scoped_aiter(iterator: Any, scope: _Scope) -> Any:
-    step = iterator.__anext__
-    try:
-        while True:
-            pending = _enter(scope)
-            try:
-                item = await step()
-            except StopAsyncIteration:
-                return
-            finally:
-                _exit(scope, pending)
-            yield item
-    finally:
+class _ScopedAsyncIterator:
+    """The async twin of ``_scoped_iter``: each step runs with the run's span current.
+
+    A plain class, not an async generator, so the event loop does not track it: when a
+    consumer abandons a stream, the loop finalizes the model's own generator exactly as it
+    would without us, instead of racing our wrapper to close it ("aclose(): asynchronous
+    generator is already running").
+    """
+
+    __slots__ = ("_iterator", "_scope")
+
+    def __init__(self, iterator: Any, scope: _Scope) -> None:
+        self._iterator = iterator
+        self._scope = scope
+
+    def __aiter__(self) -> _ScopedAsyncIterator:
+        return self
+
+    async def __anext__(self) -> Any:
+        pending = _enter(self._scope)
+        try:
+            return await self._iterator.__anext__()
+        finally:
+            _exit(self._scope, pending)
+
+    async def aclose(self) -> None:
+        iterator = self._iterator
         aclose = getattr(iterator, "aclose", None)
-        if aclose is not None:
-            pending = _enter(scope)
-            try:
-                await aclose()
-            finally:
-                _exit(scope, pending)
+        # Already closing in another task (the loop finalizing it): nothing left to do.
+        if aclose is None or getattr(iterator, "ag_running", False):
+            return
+        pending = _enter(self._scope)
+        try:
+            await aclose()
+        finally:
+            _exit(self._scope, pending)
 
 
 def _call_in_scope(wrapped: Any, args: Any, kwargs: Any, scope: _Scope) -> Any:
@@ -179,7 +195,7 @@ def _iter_in_scope(wrapped: Any, args: Any, kwargs: Any, scope: _Scope) -> Any:
 
 
 def _aiter_in_scope(wrapped: Any, args: Any, kwargs: Any, scope: _Scope) -> Any:
-    return _scoped_aiter(wrapped(*args, **kwargs), scope)
+    return _ScopedAsyncIterator(wrapped(*args, **kwargs), scope)
 
 
 def _provider_call(position: int, key: str, drive: Any) -> Any:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import functools
 import logging
+import threading
 import time
 import traceback
 import weakref
@@ -36,7 +37,7 @@ from .context_bridge import claim_pending_scope
 from .handlers import BaseCallbackHandler
 from .messages import split_system, to_genai_message
 from .metrics import GenAIMetrics
-from .registry import FORGOTTEN, RunRegistry, RunState, active_context
+from .registry import _ACTIVE_CONTEXTS, FORGOTTEN, RunRegistry, RunState, active_context
 from .version import __version__
 
 logger = logging.getLogger("otel_callbacks")
@@ -46,6 +47,9 @@ _logged: set[tuple[str, str]] = set()  # (event, what went wrong) already logged
 _live_handlers: weakref.WeakSet[OTelHandler] = weakref.WeakSet()
 _INTERNAL = SpanKind.INTERNAL
 _NOT_STREAMING = RunState(FORGOTTEN, trace.INVALID_SPAN, Context(), None, "", 0)
+# The most that flushing spans of runs still open adds to interpreter exit (or to ``close()``),
+# whatever the number of handlers: an unreachable collector must not hold the app's exit.
+EXIT_FLUSH_SECONDS = 2.0
 
 
 def _guarded(method: F) -> F:
@@ -123,7 +127,8 @@ class OTelHandler(BaseCallbackHandler):
         self._start_rooms = self._budget.start_rooms
         _register_for_exit(self)
         # A handler dropped while runs are still open ends their spans as it goes.
-        weakref.finalize(self, _end_open_runs, self._registry).atexit = False
+        weakref.finalize(self, _end_open_runs, self._registry, self._metrics,
+                         self._budget).atexit = False
         context_bridge.install()
 
     # --- lifecycle core ------------------------------------------------------------------
@@ -133,6 +138,8 @@ class OTelHandler(BaseCallbackHandler):
         if registry.get(run_id) is not None:
             _log_once("start", "duplicate", logging.DEBUG,
                       "run %s started twice; the second start is ignored", run_id)
+            return None
+        if run_id in _ACTIVE_CONTEXTS and self._traced_on_same_provider(run_id):
             return None
         parent = registry.get(parent_run_id) if parent_run_id is not None else None
         parent_context: Context | None
@@ -153,9 +160,9 @@ class OTelHandler(BaseCallbackHandler):
                          parent.root if parent is not None else None, run_type, time.time_ns())
         if near_limit:
             state.near_limit = True
-        for evicted in registry.add(state):
-            evicted.span.set_attribute(attr.RUN_EVICTED, True)
-            evicted.span.end()
+        evicted = registry.add(state)
+        if evicted:
+            _finish_all(evicted, self._metrics, _evicted_marks, self._budget)
         return state
 
     def _end(self, run_id: Any, attributes: dict[str, Any] | None = None,
@@ -164,27 +171,15 @@ class OTelHandler(BaseCallbackHandler):
         if state is None:
             _log_once("end", "unknown run", logging.DEBUG, "end/error for unknown run %s ignored", run_id)
             return None
-        span = state.span
-        if state.near_limit:
-            attributes = self._budget.fit_end(
-                span, attributes, (2 if state.token_count else 0) + (error is not None))
-        if state.token_count:
-            span.set_attribute(attr.LLM_TOKEN_COUNT, state.token_count)
-            span.set_attribute(attr.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK,
-                               (state.first_token_ns - state.start_ns) / 1e9)
-        if attributes:
-            attributes = utf8_safe_attributes(attributes)
-            span.set_attributes(attributes)
-        if error is not None:
-            _record_error(span, error)
-        if state.metric_attributes is not None and self._metrics is not None:
-            self._metrics.record(state, attributes, error)
-        if state.root is state and state.descendants:
-            for orphan in self._registry.pop_descendants(state):
-                orphan.span.set_attribute(attr.RUN_ORPHANED, True)
-                orphan.span.add_event(attr.EVENT_ORPHANED, {"reason": "root run ended first"})
-                orphan.span.end()
-        span.end()
+        try:
+            if state.root is state and state.descendants:
+                # Runs still open under an ending root (e.g. the model of an abandoned chain
+                # stream, whose own GeneratorExit comes later): ended now, keeping their data.
+                abandoned = isinstance(error, mapping.ABANDONMENT)
+                _finish_all(self._registry.pop_descendants(state), self._metrics,
+                            _abandoned_orphan_marks if abandoned else _orphan_marks, self._budget)
+        finally:
+            _finish(state, self._metrics, attributes, error, self._budget)
         return state
 
     def _event(self, run_id: Any, name: str, attributes: dict[str, Any]) -> RunState | None:
@@ -202,12 +197,38 @@ class OTelHandler(BaseCallbackHandler):
                 attributes[key] = text
 
     def close(self) -> None:
-        """End every span still open (marked evicted) and flush them, e.g. at interpreter exit."""
-        if _end_open_runs(self._registry):
-            provider = self._provider or trace.get_tracer_provider()
-            flush = getattr(provider, "force_flush", None)
-            if flush is not None:
-                flush(2_000)
+        """End every span still open (marked evicted) and flush them, waiting at most
+        ``EXIT_FLUSH_SECONDS`` (the flush goes on in the background if the collector is slow)."""
+        if _end_open_runs(self._registry, self._metrics, self._budget):
+            _flush_within([self._tracer_provider()], EXIT_FLUSH_SECONDS)
+
+    def _tracer_provider(self) -> Any:
+        return self._provider if self._provider is not None else trace.get_tracer_provider()
+
+    def _traced_on_same_provider(self, run_id: Any) -> bool:
+        """Another handler already traces this run into our tracer provider (e.g. one in the
+        config and one on the model): one span per run and provider, the first handler's."""
+        provider = self._tracer_provider()
+        for other in list(_live_handlers):
+            if (other is not self and other._registry.get(run_id) is not None
+                    and other._tracer_provider() is provider):
+                _log_once("start", "traced twice", logging.DEBUG,
+                          "run %s is traced by another handler on the same provider", run_id)
+                return True
+        return False
+
+    # --- copies: a handler is a live connection to a provider, shared, never duplicated -----
+    def __copy__(self) -> OTelHandler:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> OTelHandler:
+        # ``model.model_copy(deep=True)`` and ``copy.deepcopy(chain)`` copy callbacks too: the
+        # copy must trace into the same tracer and run registry (its runs nest with ours).
+        return self
+
+    def __reduce__(self) -> Any:
+        raise TypeError("OTelHandler cannot be pickled: it holds a live tracer provider and the "
+                        "runs open in this process; create one in the process that runs the chain")
 
     # --- chains ----------------------------------------------------------------------------
     # The hot callbacks name every keyword LangChain passes them (``name``, ``run_type``,
@@ -301,8 +322,10 @@ class OTelHandler(BaseCallbackHandler):
                 if found is None:
                     return
                 state = self._streaming = found
-            if not token and mapping.is_stream_terminator(token, chunk):
-                return
+            if not token:  # usage-only chunks are empty: no cost for the common token
+                if mapping.is_stream_terminator(token, chunk):
+                    return
+                _note_stream_usage(state, chunk)
             count = state.token_count = state.token_count + 1
             if count <= self._token_events_limit:
                 self._token_event(state, token, count)
@@ -340,8 +363,15 @@ class OTelHandler(BaseCallbackHandler):
             _skipped(self, "on_llm_end", exc)
 
     @_guarded
-    def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        self._end(run_id, None, error)
+    def on_llm_error(self, error: BaseException, *, run_id: UUID, response: Any = None,
+                     **kwargs: Any) -> None:
+        # LangChain passes what a failed or abandoned stream produced so far (merged chunks).
+        attributes = None
+        try:
+            if response is not None:
+                attributes = mapping.response_attributes(response)
+        finally:
+            self._end(run_id, attributes, error)
 
     # --- tools and retrievers --------------------------------------------------------------
     def on_tool_start(self, serialized: dict[str, Any] | None, input_str: str, *, run_id: UUID,
@@ -459,10 +489,91 @@ class OTelHandler(BaseCallbackHandler):
         self._event(run_id, attr.EVENT_CUSTOM, attributes)
 
 
+def _note_stream_usage(state: RunState, chunk: Any) -> None:
+    """Add up the usage a streamed chunk reports (as LangChain's chunk merge does)."""
+    usage = getattr(getattr(chunk, "message", None), "usage_metadata", None)
+    if not usage:
+        return
+    seen = state.stream_usage
+    if seen is None:
+        seen = state.stream_usage = [0, 0]
+    for index, key in enumerate(("input_tokens", "output_tokens")):
+        count = usage.get(key)
+        if isinstance(count, int) and not isinstance(count, bool):
+            seen[index] += count
+
+
+def _finish(state: RunState, metrics: GenAIMetrics | None,
+            attributes: dict[str, Any] | None = None, error: BaseException | None = None,
+            budget: AttributeBudget | None = None) -> None:
+    """End one run's span with everything its state recorded, whichever path ends it (its own
+    end or error, its root's end, eviction, close). The span ends whatever else fails."""
+    span = state.span
+    try:
+        if state.token_count:
+            span.set_attribute(attr.LLM_TOKEN_COUNT, state.token_count)
+            span.set_attribute(attr.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK,
+                               (state.first_token_ns - state.start_ns) / 1e9)
+        usage = state.stream_usage
+        if usage is not None and (attributes is None or (
+                attr.GEN_AI_USAGE_INPUT_TOKENS not in attributes
+                and attr.GEN_AI_USAGE_OUTPUT_TOKENS not in attributes)):
+            # No end event reported the total: keep what the stream reported so far.
+            attributes = {**(attributes or {}), attr.GEN_AI_USAGE_INPUT_TOKENS: usage[0],
+                          attr.GEN_AI_USAGE_OUTPUT_TOKENS: usage[1]}
+        if state.near_limit and budget is not None:
+            # token count and time to first chunk are already on the span
+            attributes = budget.fit_end(span, attributes, error is not None)
+        if attributes:
+            attributes = utf8_safe_attributes(attributes)
+            span.set_attributes(attributes)
+        if error is not None:
+            _record_error(span, error)
+        if metrics is not None and state.metric_attributes is not None:
+            try:
+                metrics.record(state, attributes, error)
+            except Exception as exc:  # a failing meter must not cost the span
+                _log_once("metrics", type(exc).__qualname__, logging.WARNING,
+                          "recording GenAI metrics failed: %r", exc, exc_info=exc)
+    finally:
+        span.end()
+
+
+def _finish_all(states: Sequence[RunState], metrics: GenAIMetrics | None,
+                attributes: Callable[[RunState], dict[str, Any]],
+                budget: AttributeBudget | None = None) -> None:
+    """``_finish`` each state (with its marks); one failure does not leave the others open."""
+    failure: Exception | None = None
+    for state in states:
+        try:
+            _finish(state, metrics, attributes(state), None, budget)
+        except Exception as exc:
+            failure = failure or exc
+    if failure is not None:
+        raise failure
+
+
+def _evicted_marks(state: RunState) -> dict[str, Any]:
+    return {attr.RUN_EVICTED: True}
+
+
+def _orphan_marks(state: RunState, abandoned: bool = False) -> dict[str, Any]:
+    """A run ended because its root ended first; one that was streaming was abandoned."""
+    state.span.add_event(attr.EVENT_ORPHANED, {"reason": "root run ended first"})
+    marks = {attr.RUN_ORPHANED: True}
+    if abandoned or state.token_count:
+        marks[attr.RUN_ABANDONED] = True
+    return marks
+
+
+def _abandoned_orphan_marks(state: RunState) -> dict[str, Any]:
+    return _orphan_marks(state, abandoned=True)
+
+
 def _record_error(span: Any, error: BaseException) -> None:
     name = type(error).__name__
     if not mapping.is_failure(error):
-        if isinstance(error, GeneratorExit):  # the consumer stopped iterating
+        if isinstance(error, mapping.ABANDONMENT):  # the consumer stopped iterating or cancelled
             span.set_attribute(attr.RUN_ABANDONED, True)
         else:
             span.add_event("langgraph.control_flow", {"type": name})
@@ -480,11 +591,10 @@ def _record_error(span: Any, error: BaseException) -> None:
     span.set_status(Status(StatusCode.ERROR, f"{name}: {message}"[:1024]))
 
 
-def _end_open_runs(registry: RunRegistry) -> int:
+def _end_open_runs(registry: RunRegistry, metrics: GenAIMetrics | None = None,
+                   budget: AttributeBudget | None = None) -> int:
     states = registry.pop_all()
-    for state in states:
-        state.span.set_attribute(attr.RUN_EVICTED, True)
-        state.span.end()
+    _finish_all(states, metrics, _evicted_marks, budget)
     return len(states)
 
 
@@ -497,8 +607,36 @@ def _register_for_exit(handler: OTelHandler) -> None:
 
 
 def _close_live_handlers() -> None:
+    """At exit: end every handler's open runs, then flush each provider once, bounded."""
+    providers: dict[int, Any] = {}
     for handler in list(_live_handlers):
         try:
-            handler.close()
+            if _end_open_runs(handler._registry, handler._metrics, handler._budget):
+                provider = handler._tracer_provider()
+                providers[id(provider)] = provider
         except Exception:  # never raise at interpreter exit
             pass
+    if providers:
+        _flush_within(list(providers.values()), EXIT_FLUSH_SECONDS)
+
+
+def _flush_within(providers: Sequence[Any], seconds: float) -> None:
+    """Flush ``providers`` in a daemon thread and wait for it at most ``seconds``: exporters do
+    not honour ``force_flush``'s timeout (a retrying OTLP export takes its own 10 s)."""
+    def flush() -> None:
+        for provider in providers:
+            try:
+                force_flush = getattr(provider, "force_flush", None)
+                if force_flush is not None:
+                    force_flush(int(seconds * 1000))
+            except Exception:
+                pass
+
+    try:
+        thread = threading.Thread(target=flush, name="otel-callbacks-flush", daemon=True)
+        thread.start()
+    except RuntimeError:
+        # No new threads at interpreter shutdown (Python 3.12): the spans are ended, and the
+        # provider's own exit hook (the SDK registers one) exports them.
+        return
+    thread.join(seconds)

@@ -6,6 +6,7 @@ No I/O, no OTel calls, no content: what may be recorded regardless of the captur
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -355,10 +356,15 @@ def _float(attrs: dict[str, Any], key: str, value: Any) -> None:
 CONTROL_FLOW_ERRORS = frozenset({"GraphInterrupt", "GraphBubbleUp", "ParentCommand", "NodeInterrupt"})
 
 
+# The consumer stopped iterating (GeneratorExit) or cancelled the task running the run (what
+# astream_events and LangGraph do once their consumer leaves): abandoned, not failed.
+ABANDONMENT = (GeneratorExit, asyncio.CancelledError)
+
+
 def is_failure(error: BaseException) -> bool:
-    """False for an abandoned stream (GeneratorExit) and LangGraph's control flow: the one rule
-    for both the span's status and the metrics' ``error.type``."""
-    return not isinstance(error, GeneratorExit) and type(error).__name__ not in CONTROL_FLOW_ERRORS
+    """False for an abandoned run and LangGraph's control flow: the one rule for both the
+    span's status and the metrics' ``error.type``."""
+    return not isinstance(error, ABANDONMENT) and type(error).__name__ not in CONTROL_FLOW_ERRORS
 
 
 def qualified_name(error: BaseException) -> str:

@@ -40,7 +40,7 @@ class RunState:
 
     __slots__ = ("run_id", "span", "context", "root", "run_type", "descendants",
                  "token_count", "first_token_ns", "start_ns", "metric_attributes", "retries",
-                 "near_limit")
+                 "near_limit", "stream_usage")
 
     def __init__(self, run_id: Any, span: Span, context: Context, root: RunState | None,
                  run_type: str, start_ns: int) -> None:
@@ -56,6 +56,9 @@ class RunState:
         self.metric_attributes: dict[str, Any] | None = None
         self.retries = 0
         self.near_limit = False
+        # [input, output] tokens reported by streamed chunks: kept for a run that never gets
+        # its own end (orphaned, evicted, closed), whose end would have carried the total.
+        self.stream_usage: list[int] | None = None
 
 
 class RunRegistry:
