@@ -21,7 +21,7 @@ from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 
-from .cli.file_exporter import FILE_ENV, OTLPJsonFileSpanExporter, default_path
+from .exporters.file_exporter import FILE_ENV, OTLPJsonFileSpanExporter, default_path
 
 logger = logging.getLogger("otel_callbacks")
 

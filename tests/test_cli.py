@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from otel_callbacks.cli.otlp_json import SpanRecord
+from otel_callbacks.exporters.otlp_json import SpanRecord
 from otel_callbacks.cli.tree import ASCII, render, write
 
 DURATION = r"\d+(?:\.\d+)? (?:ms|s)"

@@ -26,7 +26,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 
 from ..config import Destination, build_resource, env_endpoint, file_destination, otlp_destination
-from .otlp_json import encode_request, parse_lines
+from ..exporters.otlp_json import encode_request, parse_lines
 from .tree import Glyphs, output_width, render, use_color, write
 
 SERVICE_NAME = "otel-callbacks-demo"
