@@ -156,3 +156,21 @@ def test_the_committed_json_is_what_the_script_writes() -> None:
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "build_dashboard.py"), "--check"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, "run scripts/build_dashboard.py and commit the JSON"
+
+
+def test_readme_shows_the_queries_the_dashboard_runs(board: dict[str, Any]) -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### See your metrics"):]
+    section = section[:section.index("\n## ")]
+    shown = [line.strip() for line in section.splitlines()
+             if line.strip().startswith(("sum by", "histogram_quantile", "{ span"))]
+    wrapper = re.compile(r'label_replace\((.*), "gen_ai_request_model", "unknown", '
+                         r'"gen_ai_request_model", ""\)')
+    runs = set()
+    for panel in board["panels"]:
+        for target in panel["targets"]:
+            expr = target.get("expr") or target["query"]
+            match = wrapper.fullmatch(expr)
+            runs.add(match[1] if match else expr)
+    assert len(shown) >= len(board["panels"]) - 1
+    assert [q for q in shown if q not in runs] == []
