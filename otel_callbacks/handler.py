@@ -93,7 +93,7 @@ class OTelHandler(BaseCallbackHandler):
 
     Args:
         tracer_provider: where spans go; the global provider when omitted.
-        meter_provider: enables GenAI metrics; the global one is used only if configured.
+        meter_provider: enables GenAI metrics; when omitted, the global one once it is set.
         capture_content: record prompts, outputs, tool arguments and documents. Defaults to
             ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``. Secrets are never recorded.
         redact: called with every content value before export; return the text to keep or None.
@@ -118,6 +118,7 @@ class OTelHandler(BaseCallbackHandler):
         self._open_run = self._registry.get  # bound once: looked up per streamed token
         self._content = ContentPolicy(capture_content, max_content_length, redact)
         self._metrics = GenAIMetrics.create(meter_provider)
+        self._metrics_from_global = meter_provider is None
         self._token_events_limit = max(1, max_token_events)  # the first token is always kept
         # The run that streamed the last token: the next token is almost always its own. Once
         # the registry drops that run its id no longer matches, so no reset is needed here.
@@ -130,6 +131,12 @@ class OTelHandler(BaseCallbackHandler):
         weakref.finalize(self, _end_open_runs, self._registry, self._metrics,
                          self._budget).atexit = False
         context_bridge.install()
+
+    def _metrics_ready(self) -> bool:
+        """Whether runs are measured; with no provider given, from when the global one is set."""
+        if self._metrics is None and self._metrics_from_global:
+            self._metrics = GenAIMetrics.create(None)
+        return self._metrics is not None
 
     # --- lifecycle core ------------------------------------------------------------------
     def _start(self, run_id: Any, parent_run_id: Any, run_type: str, name: str,
@@ -278,7 +285,7 @@ class OTelHandler(BaseCallbackHandler):
             input_attrs(attributes)
         state = self._start(run_id, parent_run_id, run_type, span_name, attributes, kind)
         if state is not None:
-            if self._metrics is not None:
+            if self._metrics is not None or self._metrics_ready():
                 state.metric_attributes = GenAIMetrics.base_attributes(model_attrs)
             claim_pending_scope(state.context, run_type)
 
@@ -387,7 +394,9 @@ class OTelHandler(BaseCallbackHandler):
             attributes.update(tool_attrs)
             self._content_attr(attributes, attr.GEN_AI_TOOL_CALL_ARGUMENTS,
                                inputs if inputs is not None else input_str)
-            self._start(run_id, parent_run_id, attr.TOOL, span_name, attributes)
+            state = self._start(run_id, parent_run_id, attr.TOOL, span_name, attributes)
+            if state is not None and (self._metrics is not None or self._metrics_ready()):
+                state.metric_attributes = GenAIMetrics.tool_attributes(tool_attrs)
         except Exception as exc:
             _skipped(self, "on_tool_start", exc)
 

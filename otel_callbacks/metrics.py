@@ -1,7 +1,15 @@
-"""GenAI client metrics: token usage, operation duration, time to first chunk.
+"""GenAI client metrics (token usage, operation duration, time to first chunk) and ours.
 
-Created only when a real MeterProvider exists (passed in, or configured globally); otherwise
-the handler holds None and makes no metrics calls at all.
+The three ``gen_ai.client.*`` instruments follow the GenAI conventions. The conventions have no
+metric for tool calls or for prompt-cache tokens, so two instruments of ours fill the gaps:
+``langchain.tool.duration`` (every tool run; its count is the number of calls, with
+``error.type`` on failures) and ``langchain.llm.cache.token.usage`` (cache reads and writes,
+a part of the input tokens, kept out of ``gen_ai.client.token.usage`` so no sum counts them
+twice).
+
+Created only when a real MeterProvider exists (passed in, or configured globally, even after
+the handler was made); until then the handler holds None and makes no metrics calls at all.
+Each measurement carries the run's span context, so exemplars point at the run's span.
 """
 
 from __future__ import annotations
@@ -31,6 +39,11 @@ TOKEN_USAGE = _name("GEN_AI_CLIENT_TOKEN_USAGE", "gen_ai.client.token.usage")
 OPERATION_DURATION = _name("GEN_AI_CLIENT_OPERATION_DURATION", "gen_ai.client.operation.duration")
 TIME_TO_FIRST_CHUNK = _name("GEN_AI_CLIENT_OPERATION_TIME_TO_FIRST_CHUNK",
                             "gen_ai.client.operation.time_to_first_chunk")
+TOOL_DURATION = "langchain.tool.duration"
+CACHE_TOKEN_USAGE = "langchain.llm.cache.token.usage"
+# gen_ai.token.type values of CACHE_TOKEN_USAGE: input tokens read from / written to the cache.
+CACHE_READ = "cache_read"
+CACHE_CREATION = "cache_creation"
 
 _METRIC_KEYS = (attr.GEN_AI_OPERATION_NAME, attr.GEN_AI_PROVIDER_NAME, attr.GEN_AI_REQUEST_MODEL)
 # Bucket boundaries the GenAI conventions advise for these histograms.
@@ -45,7 +58,7 @@ def _is_configured(provider: MeterProvider) -> bool:
 
 
 class GenAIMetrics:
-    """The three GenAI client instruments, recorded when a model run ends."""
+    """The instruments, recorded when a model or tool run ends."""
 
     def __init__(self, provider: MeterProvider) -> None:
         meter = metrics.get_meter("otel_callbacks", __version__, meter_provider=provider)
@@ -59,6 +72,13 @@ class GenAIMetrics:
         self.time_to_first_chunk = meter.create_histogram(
             TIME_TO_FIRST_CHUNK, unit="s",
             description="Time to receive the first chunk of a streamed response",
+            explicit_bucket_boundaries_advisory=_DURATION_BUCKETS)
+        self.cache_token_usage = meter.create_histogram(
+            CACHE_TOKEN_USAGE, unit="{token}",
+            description="Input tokens read from or written to the provider's prompt cache",
+            explicit_bucket_boundaries_advisory=_TOKEN_BUCKETS)
+        self.tool_duration = meter.create_histogram(
+            TOOL_DURATION, unit="s", description="Tool run duration (failed runs carry error.type)",
             explicit_bucket_boundaries_advisory=_DURATION_BUCKETS)
 
     @classmethod
@@ -74,21 +94,41 @@ class GenAIMetrics:
     def base_attributes(model_attributes: dict[str, Any]) -> dict[str, Any]:
         return {k: model_attributes[k] for k in _METRIC_KEYS if k in model_attributes}
 
+    @staticmethod
+    def tool_attributes(tool_attributes: dict[str, Any]) -> dict[str, Any]:
+        name = tool_attributes.get(attr.GEN_AI_TOOL_NAME)
+        return {attr.GEN_AI_TOOL_NAME: name} if name else {}
+
     def record(self, state: Any, end_attributes: dict[str, Any] | None,
                error: BaseException | None) -> None:
         attributes = dict(state.metric_attributes)
+        if error is not None and is_failure(error):  # the same rule and value as the span's
+            attributes[attr.ERROR_TYPE] = qualified_name(error)
+        context = state.context  # exemplars link to the run's own span
+        duration = (time.time_ns() - state.start_ns) / 1e9
+        if state.run_type == attr.TOOL:
+            self.tool_duration.record(duration, utf8_safe_attributes(attributes), context=context)
+            return
         end_attributes = end_attributes or {}
         model = end_attributes.get(attr.GEN_AI_RESPONSE_MODEL)
         if model:
             attributes[attr.GEN_AI_RESPONSE_MODEL] = model
-        if error is not None and is_failure(error):  # the same rule and value as the span's
-            attributes[attr.ERROR_TYPE] = qualified_name(error)
         attributes = utf8_safe_attributes(attributes)
-        self.duration.record((time.time_ns() - state.start_ns) / 1e9, attributes)
+        self.duration.record(duration, attributes, context=context)
         if state.first_token_ns:
-            self.time_to_first_chunk.record((state.first_token_ns - state.start_ns) / 1e9, attributes)
-        for key, token_type in ((attr.GEN_AI_USAGE_INPUT_TOKENS, "input"),
-                                (attr.GEN_AI_USAGE_OUTPUT_TOKENS, "output")):
+            self.time_to_first_chunk.record((state.first_token_ns - state.start_ns) / 1e9,
+                                            attributes, context=context)
+        for instrument, key, token_type in _TOKEN_COUNTS:
             count = end_attributes.get(key)
             if isinstance(count, int):
-                self.token_usage.record(count, {**attributes, attr.GEN_AI_TOKEN_TYPE: token_type})
+                getattr(self, instrument).record(
+                    count, {**attributes, attr.GEN_AI_TOKEN_TYPE: token_type}, context=context)
+
+
+# (instrument attribute, usage attribute on the span, gen_ai.token.type of the measurement)
+_TOKEN_COUNTS = (
+    ("token_usage", attr.GEN_AI_USAGE_INPUT_TOKENS, "input"),
+    ("token_usage", attr.GEN_AI_USAGE_OUTPUT_TOKENS, "output"),
+    ("cache_token_usage", attr.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, CACHE_READ),
+    ("cache_token_usage", attr.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS, CACHE_CREATION),
+)

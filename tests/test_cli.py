@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from otel_callbacks.cli.otlp_json import SpanRecord
+from otel_callbacks.exporters.otlp_json import SpanRecord
 from otel_callbacks.cli.tree import ASCII, render, write
 
 DURATION = r"\d+(?:\.\d+)? (?:ms|s)"
@@ -148,8 +148,66 @@ def test_unreachable_endpoint_does_not_block_the_demo() -> None:
     assert result.returncode == 1
     assert [name for _, name, _ in span_lines(result.stdout)] == [name for _, name in DEMO_TREE]
     assert "7 spans shown above" in result.stdout
-    assert result.stderr == (f"otel-callbacks: 7 of 7 spans could not be sent to "
-                             f"http://127.0.0.1:{port}/v1/traces (otlp http/protobuf); is it reachable?\n")
+    lines = result.stderr.splitlines()
+    assert lines[0] == (f"otel-callbacks: 7 of 7 spans could not be sent to "
+                        f"http://127.0.0.1:{port}/v1/traces (otlp http/protobuf); is it reachable?")
+    assert re.fullmatch(rf"otel-callbacks: \d+ metric points could not be sent to "
+                        rf"http://127\.0\.0\.1:{port}/v1/metrics \(otlp http/protobuf\); "
+                        rf"is it reachable\?", lines[1]), lines
+    assert len(lines) == 2
+
+
+def test_demo_sends_traces_and_metrics_to_the_endpoint() -> None:
+    # A minimal OTLP/HTTP receiver: it stores each request body by path and answers 200.
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+        ExportMetricsServiceRequest,
+    )
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    received: dict[str, list[bytes]] = {}
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - the http.server API
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.setdefault(self.path, []).append(body)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        result = otel_callbacks("demo", "--endpoint", f"http://127.0.0.1:{server.server_port}")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.returncode == 0, result.stderr
+    spans = [span for body in received["/v1/traces"]
+             for rs in ExportTraceServiceRequest.FromString(body).resource_spans
+             for ss in rs.scope_spans for span in ss.spans]
+    assert len(spans) == 7
+    points: dict[str, int] = {}
+    services = set()
+    for body in received["/v1/metrics"]:
+        for rm in ExportMetricsServiceRequest.FromString(body).resource_metrics:
+            services |= {a.value.string_value for a in rm.resource.attributes if a.key == "service.name"}
+            for sm in rm.scope_metrics:
+                assert sm.scope.name == "otel_callbacks"
+                for metric in sm.metrics:
+                    points[metric.name] = points.get(metric.name, 0) + len(metric.histogram.data_points)
+    assert services == {"otel-callbacks-demo"}
+    # Four model runs (one failed, one streamed) and one tool run.
+    assert set(points) >= {"gen_ai.client.operation.duration", "gen_ai.client.token.usage",
+                           "gen_ai.client.operation.time_to_first_chunk", "langchain.tool.duration"}
+    assert f"{sum(points.values())} metric points sent to http://127.0.0.1:{server.server_port}" \
+        f"/v1/metrics (otlp http/protobuf)" in result.stdout
 
 
 def test_colour_with_rich_and_plain_without(demo: tuple[subprocess.CompletedProcess[str], Path]) -> None:

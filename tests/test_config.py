@@ -19,8 +19,8 @@ from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
 from otel_callbacks import OTelHandler
-from otel_callbacks.cli.file_exporter import OTLPJsonFileSpanExporter
-from otel_callbacks.cli.otlp_json import parse_lines
+from otel_callbacks.exporters.file_exporter import OTLPJsonFileSpanExporter
+from otel_callbacks.exporters.otlp_json import parse_lines
 from otel_callbacks.config import build_resource, configure_tracing, resolve_destinations
 
 
@@ -185,3 +185,19 @@ def test_global_provider_from_env_flushes_at_exit(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     (record,) = parse_lines(out.read_text().splitlines())
     assert record.name == "step" and record.service == "exit-test"
+
+
+def test_the_library_never_imports_the_cli() -> None:
+    # Dependencies point down: config (and the exporters it uses) load without cli/.
+    code = ("import sys, otel_callbacks, otel_callbacks.config, otel_callbacks.exporters; "
+            "print(sorted(m for m in sys.modules if m.startswith('otel_callbacks.cli')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_old_import_paths_still_work() -> None:
+    from otel_callbacks.cli.file_exporter import OTLPJsonFileSpanExporter as Old
+    from otel_callbacks.cli.otlp_json import parse_lines as old_parse_lines
+
+    assert Old is OTLPJsonFileSpanExporter
+    assert old_parse_lines is parse_lines

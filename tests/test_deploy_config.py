@@ -28,6 +28,7 @@ EXPECTED_HOST_PORTS = {
     ("otel-collector", 4317),
     ("otel-collector", 4318),
     ("jaeger", 16686),
+    ("prometheus", 9090),
     ("grafana", 3000),
 }
 
@@ -200,13 +201,14 @@ def test_expected_images(compose):
         "otel-collector": "otel/opentelemetry-collector-contrib",
         "jaeger": "jaegertracing/jaeger",
         "tempo": "grafana/tempo",
+        "prometheus": "prom/prometheus",
         "grafana": "grafana/grafana",
     }
     assert compose["services"]["jaeger"]["image"].rsplit(":", 1)[1].startswith("2.")
 
 
 def test_healthchecks_where_the_image_can_run_them(compose):
-    for name in ("jaeger", "tempo", "grafana"):
+    for name in ("jaeger", "tempo", "prometheus", "grafana"):
         hc = compose["services"][name]["healthcheck"]
         assert hc["test"][0] in ("CMD", "CMD-SHELL")
         assert "127.0.0.1" in " ".join(hc["test"]) or "localhost" in " ".join(hc["test"])
@@ -265,7 +267,7 @@ def test_jaeger_and_tempo_listen_for_otlp_inside_the_network(jaeger_cfg, tempo_c
 
 def test_grafana_datasources_point_at_services(datasources, compose, tempo_cfg, jaeger_cfg):
     by_type = {ds["type"]: ds for ds in datasources["datasources"]}
-    assert set(by_type) == {"tempo", "jaeger"}
+    assert set(by_type) == {"tempo", "jaeger", "prometheus"}
     services = compose["services"]
 
     tempo_url = urlparse(by_type["tempo"]["url"])
@@ -282,6 +284,8 @@ def test_grafana_datasources_point_at_services(datasources, compose, tempo_cfg, 
 def test_grafana_trace_to_trace_links(datasources):
     uids = {ds["uid"]: ds for ds in datasources["datasources"]}
     for ds in datasources["datasources"]:
+        if ds["type"] not in ("tempo", "jaeger"):
+            continue
         links = ds.get("correlations", [])
         assert links, f"{ds['name']} has no link to the other backend"
         for link in links:

@@ -21,7 +21,7 @@ from langchain_core.messages import AIMessage
 from langchain_core.runnables import RunnableLambda
 
 from otel_callbacks import OTelHandler
-from otel_callbacks.cli.otlp_json import parse_lines
+from otel_callbacks.exporters.otlp_json import parse_lines
 from otel_callbacks.instrumentation import OTelCallbacksInstrumentor
 
 from conftest import RunRecorder, Tracing, assert_span_tree_matches
@@ -166,7 +166,7 @@ _ENTRY_POINTS = """
 test_sdk = opentelemetry.sdk._configuration:_OTelSDKConfigurator
 
 [opentelemetry_traces_exporter]
-otlp_json_file = otel_callbacks.cli.file_exporter:OTLPJsonFileSpanExporter
+otlp_json_file = otel_callbacks.exporters.file_exporter:OTLPJsonFileSpanExporter
 """
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +17,8 @@ from otel_callbacks import attributes as attr
 TOKEN_USAGE = "gen_ai.client.token.usage"
 DURATION = "gen_ai.client.operation.duration"
 TTFC = "gen_ai.client.operation.time_to_first_chunk"
+CACHE = "langchain.llm.cache.token.usage"
+TOOL = "langchain.tool.duration"
 
 CHAT_ATTRS = {attr.GEN_AI_OPERATION_NAME: "chat", attr.GEN_AI_PROVIDER_NAME: "openai",
               attr.GEN_AI_REQUEST_MODEL: "fake-model-1",
@@ -23,9 +26,9 @@ CHAT_ATTRS = {attr.GEN_AI_OPERATION_NAME: "chat", attr.GEN_AI_PROVIDER_NAME: "op
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, **provider_options: Any) -> None:
         self.reader = InMemoryMetricReader()
-        self.provider = MeterProvider(metric_readers=[self.reader])
+        self.provider = MeterProvider(metric_readers=[self.reader], **provider_options)
 
     def points(self) -> dict[str, list[HistogramDataPoint]]:
         data = self.reader.get_metrics_data()
@@ -63,7 +66,7 @@ def test_chat_records_token_usage_and_duration(tracing: Any, meter: Metrics) -> 
     FakeChat().invoke("hi", config=cfg(handler))
 
     points = meter.points()
-    assert set(points) == {TOKEN_USAGE, DURATION}  # not a stream: no time to first chunk
+    assert set(points) == {TOKEN_USAGE, DURATION, CACHE}  # not a stream: no time to first chunk
     usage = by_token_type(points[TOKEN_USAGE])
     assert set(usage) == {"input", "output"}
     assert (usage["input"].count, usage["input"].sum) == (1, 11)
@@ -77,7 +80,11 @@ def test_chat_records_token_usage_and_duration(tracing: Any, meter: Metrics) -> 
     span = tracing.one("chat fake-model-1")
     span_seconds = (span.end_time - span.start_time) / 1e9
     assert 0 < duration.sum <= span_seconds + 0.01
-    assert meter.units() == {TOKEN_USAGE: "{token}", DURATION: "s"}
+    assert meter.units() == {TOKEN_USAGE: "{token}", DURATION: "s", CACHE: "{token}"}
+    # Cache reads are a part of the input, in their own instrument: no sum counts them twice.
+    [cache] = points[CACHE]
+    assert (cache.count, cache.sum) == (1, 3)
+    assert dict(cache.attributes) == {**CHAT_ATTRS, attr.GEN_AI_TOKEN_TYPE: "cache_read"}
 
 
 def test_stream_records_time_to_first_chunk(tracing: Any, meter: Metrics) -> None:
@@ -179,10 +186,81 @@ def test_langgraph_control_flow_is_not_an_error_in_metrics(tracing: Any, meter: 
     assert [e.name for e in span.events] == ["langgraph.control_flow"]
 
 
-def test_only_model_runs_are_measured(tracing: Any, meter: Metrics) -> None:
+def test_tool_runs_are_measured_by_their_own_instrument(tracing: Any, meter: Metrics) -> None:
+    from langchain_core.tools import tool
+
+    @tool
+    def broken(a: int) -> int:
+        """Always fails."""
+        raise AppError("tool down")
+
     handler = tracing.handler(meter_provider=meter.provider)
     add.invoke(tool_call("add", {"a": 1, "b": 2}, "call_1"), config=cfg(handler))
-    assert meter.points() == {}
+    add.invoke(tool_call("add", {"a": 3, "b": 4}, "call_2"), config=cfg(handler))
+    with pytest.raises(AppError):
+        broken.invoke({"a": 1}, config=cfg(handler))
+
+    points = meter.points()
+    assert set(points) == {TOOL}  # no model ran: no GenAI client metrics
+    by_labels = {tuple(sorted(p.attributes.items())): p for p in points[TOOL]}
+    ok = by_labels[((attr.GEN_AI_TOOL_NAME, "add"),)]
+    failed = by_labels[((attr.ERROR_TYPE, f"{AppError.__module__}.AppError"),
+                        (attr.GEN_AI_TOOL_NAME, "broken"))]
+    assert (ok.count, failed.count, len(by_labels)) == (2, 1, 2)
+    spans = {s.name: s for s in tracing.spans()}
+    assert failed.attributes[attr.ERROR_TYPE] == spans["execute_tool broken"].attributes[attr.ERROR_TYPE]
+    assert meter.units() == {TOOL: "s"}
+
+
+def test_exemplars_point_at_the_runs_own_span(tracing: Any) -> None:
+    # The run's span is passed as the measurement's context, whatever is current when it ends.
+    from opentelemetry.sdk.metrics import AlwaysOnExemplarFilter
+
+    m = Metrics(exemplar_filter=AlwaysOnExemplarFilter())
+    handler = tracing.handler(meter_provider=m.provider)
+    FakeChat().invoke("hi", config=cfg(handler))
+    add.invoke(tool_call("add", {"a": 1, "b": 2}, "call_1"), config=cfg(handler))
+    spans = {s.name: s.context for s in tracing.spans()}
+    points = m.points()  # once: a collection hands over the exemplars sampled since the last
+    for name, span_name in ((DURATION, "chat fake-model-1"), (TOKEN_USAGE, "chat fake-model-1"),
+                            (TOOL, "execute_tool add")):
+        for point in points[name]:
+            assert point.exemplars, name
+            for exemplar in point.exemplars:
+                assert (exemplar.trace_id, exemplar.span_id) == \
+                    (spans[span_name].trace_id, spans[span_name].span_id), name
+    m.provider.shutdown()
+
+
+def test_global_meter_provider_set_after_the_handler_is_used(tmp_path: Any) -> None:
+    # A handler made at import time (before the app configures metrics) starts measuring as
+    # soon as a global MeterProvider is set; runs before that are not measured.
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import sys
+        sys.path.insert(0, %r)
+        from opentelemetry import metrics
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+        from otel_callbacks import OTelHandler
+        from test_genai_conventions import FakeChat
+
+        handler = OTelHandler()
+        FakeChat().invoke("before", config={"callbacks": [handler]})
+        reader = InMemoryMetricReader()
+        metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+        FakeChat().invoke("after", config={"callbacks": [handler]})
+        data = reader.get_metrics_data()
+        counts = {m.name: sum(p.count for p in m.data.data_points)
+                  for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
+        print(counts["gen_ai.client.operation.duration"])
+    """) % str(Path(__file__).parent)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "1"
 
 
 def test_metric_attributes_carry_no_content(tracing: Any, meter: Metrics) -> None:
@@ -191,6 +269,8 @@ def test_metric_attributes_carry_no_content(tracing: Any, meter: Metrics) -> Non
     for points in meter.points().values():
         for point in points:
             assert set(point.attributes) <= {*CHAT_ATTRS, attr.GEN_AI_TOKEN_TYPE}
+            assert point.attributes.get(attr.GEN_AI_TOKEN_TYPE) in (None, "input", "output",
+                                                                    "cache_read")
 
 
 def test_no_meter_provider_means_no_instruments(tracing: Any) -> None:

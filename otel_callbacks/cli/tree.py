@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
-from .otlp_json import SpanRecord
+from ..exporters.otlp_json import SpanRecord
 
 Segment = tuple[str, str]  # (text, rich style; "" for none)
 Line = list[Segment]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import IO
 
-from .otlp_json import OTLPJsonError, SpanRecord, parse_lines
+from ..exporters.otlp_json import OTLPJsonError, SpanRecord, parse_lines
 from .tree import Glyphs, output_width, render, use_color, write
 
 
