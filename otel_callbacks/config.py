@@ -30,8 +30,9 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter
 
+from .batching import BatchSettings, DropReportingBatchSpanProcessor
 from .exporters.file_exporter import FILE_ENV, OTLPJsonFileSpanExporter, default_path
 
 logger = logging.getLogger("otel_callbacks")
@@ -65,18 +66,25 @@ class Destination(Generic[ExporterT]):
 def configure_tracing(*, default_service_name: str | None = None, endpoint: str | None = None,
                       protocol: str | None = None, file: str | os.PathLike[str] | None = None,
                       console: bool = False, timeout: float | None = None,
-                      set_global: bool = True) -> TracerProvider:
+                      set_global: bool = True, max_queue_size: int | None = None,
+                      max_export_batch_size: int | None = None,
+                      schedule_delay_millis: float | None = None) -> TracerProvider:
     """Build (and by default install globally) a ``TracerProvider`` from the environment.
 
     Explicit ``endpoint``/``file``/``console`` replace the environment's choice of exporters;
     ``protocol`` is ``grpc`` or ``http/protobuf`` (``http`` for short). ``timeout`` bounds each
     OTLP export in seconds. The provider shuts down (flushing its spans) at interpreter exit.
+    Batching fits LLM bursts (see ``batching.py``); each setting is the argument, else its
+    ``OTEL_BSP_*`` variable, else our default, and dropped spans are counted and warned about.
     """
     provider = TracerProvider(resource=build_resource(default_service_name), shutdown_on_exit=True)
     destinations = resolve_destinations(endpoint=endpoint, protocol=protocol, file=file,
                                         console=console, timeout=timeout)
+    batch = BatchSettings.resolve(max_queue_size=max_queue_size,
+                                  max_export_batch_size=max_export_batch_size,
+                                  schedule_delay_millis=schedule_delay_millis)
     for destination in destinations:
-        provider.add_span_processor(BatchSpanProcessor(destination.exporter))
+        provider.add_span_processor(DropReportingBatchSpanProcessor(destination.exporter, batch))
     logger.info("otel-callbacks: spans go to %s",
                 ", ".join(map(str, destinations)) or "nowhere (OTEL_TRACES_EXPORTER=none)")
     if set_global:

@@ -21,6 +21,8 @@ LANGGRAPH="${LANGGRAPH:-langgraph>=1.2,<2}"
 OTEL_SDK="${OTEL_SDK:-opentelemetry-sdk>=1.27}"
 OPENLLMETRY="${OPENLLMETRY:-opentelemetry-instrumentation-langchain==0.62.4}"
 OPENINFERENCE="${OPENINFERENCE:-openinference-instrumentation-langchain==0.1.80}"
+# The OTLP receiver benchmarks.load starts on loopback (a collector shipped as a binary wheel).
+ROTEL="${ROTEL:-rotel==0.0.1a15}"
 
 start=$(date +%s)
 if [[ ! -x "$VENV/bin/python" ]]; then
@@ -36,6 +38,7 @@ if [[ -z "${BENCH_NO_PEERS:-}" ]]; then
     # Installed together with langchain-core's pin so the resolver cannot move it.
     quiet "${PIP[@]}" install "$LANGCHAIN_CORE" "$OPENLLMETRY" "$OPENINFERENCE"
 fi
+quiet "${PIP[@]}" install "$ROTEL" || echo "warning: rotel did not install; benchmarks.load uses its counting receiver" >&2
 # Our package, editable, so the benchmark always measures the working tree.
 quiet "${PIP[@]}" install -e "$REPO" || {
     echo "warning: 'pip install -e $REPO' failed; the otel_callbacks variant will be skipped" >&2
@@ -47,7 +50,7 @@ from importlib import metadata
 for name in ("langchain-core", "langgraph", "opentelemetry-api", "opentelemetry-sdk",
              "opentelemetry-instrumentation-langchain", "openinference-instrumentation-langchain",
              "opentelemetry-semantic-conventions-ai", "openinference-semantic-conventions",
-             "otel-callbacks"):
+             "rotel", "otel-callbacks"):
     try:
         print(f"  {name:45s} {metadata.version(name)}")
     except metadata.PackageNotFoundError:
