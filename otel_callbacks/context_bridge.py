@@ -9,6 +9,14 @@ context). So we hook the places where the run's code actually executes:
   which is thrown away afterwards, so nothing leaks and nothing needs detaching.
 * a model's provider call (``_generate_with_cache`` / ``_generate_helper``) and its streaming
   and a retriever's ``invoke``: attach/detach within one frame, or per step of a stream.
+* Python 3.10 only (``asyncio.create_task`` takes no ``context=`` there): langchain-core 0.3's
+  ``coro_with_context`` awaits the coroutine outside the copy prepared for it, so we carry the
+  copy's span into the coroutine; LangGraph awaits a node's code without any copy, so its
+  ``RunnableSeq`` / ``RunnableCallable`` async entry points make the run that starts inside them
+  current for their frame (claimed by the run's start, like a stream's).
+
+LangGraph's execution point moved between releases; ``LANGGRAPH_EXECUTION_POINTS`` lists each
+release's, and a test fails if none exists in the installed LangGraph.
 
 Patches are installed once with wrapt, are reversible (``uninstall``) and do nothing for runs
 no OTelHandler traces (the registry has no context for them).
@@ -20,7 +28,7 @@ import contextlib
 import logging
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextvars import ContextVar, Token, copy_context
 from typing import Any
 
@@ -50,27 +58,40 @@ else:  # pragma: no cover - a custom runtime context
 
 _MODEL_RUNS = frozenset({attr.CHAT_MODEL, attr.LLM})
 _RETRIEVER_RUNS = frozenset({attr.RETRIEVER})
+_CHAIN_RUNS = frozenset({attr.CHAIN})
+_ANY_PARENT = object()
+# Python 3.11 added ``asyncio.create_task(..., context=)``; before it LangChain and LangGraph
+# take other paths to run async code, which need their own bridge points.
+_ASYNCIO_TAKES_CONTEXT = sys.version_info >= (3, 11)
 
 
 class _Scope:
-    """A call (or stream) whose run starts *inside* it: the start callback claims it."""
+    """A call (or stream) whose run starts *inside* it: the start callback claims it.
 
-    __slots__ = ("run_types", "context", "token")
+    ``parent`` (when set) is the parent run id the claiming run must have, so a run nested
+    deeper (e.g. traced by a handler the outer run does not have) never claims the scope.
+    """
 
-    def __init__(self, run_types: frozenset[str], context: Context | None = None) -> None:
+    __slots__ = ("run_types", "context", "token", "parent")
+
+    def __init__(self, run_types: frozenset[str], context: Context | None = None,
+                 parent: Any = _ANY_PARENT) -> None:
         self.run_types = run_types
         self.context = context  # known up front (provider call) or claimed by the start callback
         self.token: Token[Any] | None = None
+        self.parent = parent
 
 
 _PENDING: ContextVar[_Scope | None] = ContextVar("otel_callbacks_pending_scope", default=None)
 
 
-def claim_pending_scope(context: Context, run_type: str) -> None:
+def claim_pending_scope(context: Context, run_type: str, parent_run_id: Any = None) -> None:
     """Called by the handler when a run starts: if a scope waits for this kind of run, make
     the run's span current until the scope's frame (or stream step) exits."""
     scope = _PENDING.get()
     if scope is None or scope.context is not None or run_type not in scope.run_types:
+        return
+    if scope.parent is not _ANY_PARENT and scope.parent != parent_run_id:
         return
     scope.context = context
     scope.token = _attach(context)
@@ -215,10 +236,68 @@ def _starts_inside(run_types: frozenset[str], drive: Any) -> Any:
     return wrapper
 
 
+def _chain_starts_inside(drive: Any) -> Any:
+    """LangGraph's async ``(input, config)`` entry points on Python 3.10: the chain run they start
+    (a child of the config's parent run) is current for the rest of their frame."""
+    def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        config = args[1] if len(args) > 1 else kwargs.get("config")
+        callbacks = config.get("callbacks") if isinstance(config, Mapping) else None
+        parent = getattr(callbacks, "parent_run_id", None)
+        return drive(wrapped, args, kwargs, _Scope(_CHAIN_RUNS, parent=parent))
+    return wrapper
+
+
+async def _await_in(awaitable: Any, context: Context) -> Any:
+    token = _attach(context)
+    try:
+        return await awaitable
+    finally:
+        _detach(token)
+
+
+def _coro_with_context_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    """``coro_with_context(coro, context)`` on Python 3.10: langchain-core 0.3 awaits ``coro``
+    outside ``context``, the copy in which the run's span was made current; carry the span in."""
+    if len(args) > 1 and isinstance(_RUNTIME_VAR, ContextVar):
+        try:
+            span_context = args[1].get(_RUNTIME_VAR)
+            if span_context is not None and span_context is not _RUNTIME_VAR.get():
+                args = (_await_in(args[0], span_context), *args[1:])
+        except Exception:  # never break LangChain's own plumbing
+            logger.debug("otel-callbacks: could not bridge run context", exc_info=True)
+    return wrapped(*args, **kwargs)
+
+
+# Where LangGraph runs a child run's code in a copied context (its twin of langchain-core's
+# ``_set_config_context``), newest release first. A release that moves it again must be added
+# here: tests/test_bridge_points.py fails while none of them exists in the installed LangGraph.
+LANGGRAPH_EXECUTION_POINTS: tuple[tuple[str, str], ...] = (
+    ("langgraph._internal._runnable", "_set_config_context"),  # 0.6 and later
+    ("langgraph.utils.runnable", "_set_config_context"),  # 0.3 to 0.5
+)
+LANGCHAIN_EXECUTION_POINTS: tuple[tuple[str, str], ...] = (
+    ("langchain_core.runnables.config", "_set_config_context"),  # 0.3.46 and later
+)
+# Python 3.10: LangGraph's modules (per release, as above) whose async node entry points await
+# the node's code with no copied context, and langchain-core's modules that bound
+# ``coro_with_context`` by name.
+_LANGGRAPH_RUNNABLE_MODULES = tuple(module for module, _ in LANGGRAPH_EXECUTION_POINTS)
+_CORO_WITH_CONTEXT_MODULES = ("langchain_core.runnables.utils", "langchain_core.runnables.base",
+                              "langchain_core.runnables.fallbacks", "langchain_core.tools.base")
+_PY310_PATCHES: tuple[tuple[str, str, Any], ...] = tuple(
+    (module, path, wrapper) for module in _LANGGRAPH_RUNNABLE_MODULES for path, wrapper in (
+        ("RunnableSeq.ainvoke", _chain_starts_inside(_acall_in_scope)),
+        ("RunnableSeq.astream", _chain_starts_inside(_aiter_in_scope)),
+        ("RunnableCallable.ainvoke", _chain_starts_inside(_acall_in_scope)),
+    )
+) + tuple((module, "coro_with_context", _coro_with_context_wrapper)
+          for module in _CORO_WITH_CONTEXT_MODULES)
+
 # (module, attribute path, wrapper factory) for every patch point.
-_PATCHES: tuple[tuple[str, str, Any], ...] = (
-    ("langchain_core.runnables.config", "_set_config_context", _config_context_wrapper),
-    ("langgraph._internal._runnable", "_set_config_context", _config_context_wrapper),
+_PATCHES: tuple[tuple[str, str, Any], ...] = tuple(
+    (module, path, _config_context_wrapper)
+    for module, path in LANGCHAIN_EXECUTION_POINTS + LANGGRAPH_EXECUTION_POINTS
+) + (() if _ASYNCIO_TAKES_CONTEXT else _PY310_PATCHES) + (
     ("langchain_core.language_models.chat_models", "BaseChatModel._generate_with_cache",
      _provider_call(2, "run_manager", _call_in_scope)),
     ("langchain_core.language_models.chat_models", "BaseChatModel._agenerate_with_cache",

@@ -253,7 +253,9 @@ class OTelHandler(BaseCallbackHandler):
                 attributes[attr.RUN_NAME] = name
             if self._content.enabled:
                 self._content_attr(attributes, attr.RUN_INPUTS, inputs)
-            self._start(run_id, parent_run_id, attr.CHAIN, span_name, attributes)
+            state = self._start(run_id, parent_run_id, attr.CHAIN, span_name, attributes)
+            if state is not None:  # LangGraph's async nodes on Python 3.10 wait for this
+                claim_pending_scope(state.context, attr.CHAIN, parent_run_id)
         except Exception as exc:
             _skipped(self, "on_chain_start", exc)
 
@@ -404,6 +406,9 @@ class OTelHandler(BaseCallbackHandler):
                     tags: list[str] | None = None, **kwargs: Any) -> None:
         try:
             attributes: dict[str, Any] = {}
+            call_id = mapping.tool_call_id(output)
+            if call_id is not None:
+                attributes[attr.GEN_AI_TOOL_CALL_ID] = call_id
             self._content_attr(attributes, attr.GEN_AI_TOOL_CALL_RESULT, getattr(output, "content", output))
             self._end(run_id, attributes)
         except Exception as exc:

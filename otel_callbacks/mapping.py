@@ -28,6 +28,8 @@ _PROVIDERS = {
 }
 _AGENT_NAME = re.compile(r"agent", re.IGNORECASE)
 _MAX_ATTR = 1024
+# Message ids LangChain makes up when the provider gave none (1.x: "lc_run-...", 0.3: "run-...").
+_LANGCHAIN_MESSAGE_IDS = ("lc_run-", "run-")
 
 
 def serialized_name(serialized: Any) -> str | None:
@@ -248,6 +250,12 @@ def _tool_definitions(tools: Any) -> Any:
     return out
 
 
+def tool_call_id(output: Any) -> str | None:
+    """The call id on a tool's result message: langchain-core 0.3 passes it nowhere else."""
+    call_id = getattr(output, "tool_call_id", None)
+    return call_id if isinstance(call_id, str) and call_id else None
+
+
 def tool_span(name: str, serialized: Any, call_id: Any, inputs: Any) -> tuple[str, dict[str, Any]]:
     """Name and attributes of a tool run; the call id from LangChain's kwarg, else the inputs."""
     attrs: dict[str, Any] = {attr.GEN_AI_OPERATION_NAME: attr.OP_EXECUTE_TOOL,
@@ -316,7 +324,7 @@ def response_attributes(response: Any) -> dict[str, Any]:
     response_id = response_metadata.get("id") or llm_output.get("id")
     if not response_id and message is not None:
         message_id = _get(message, "id")
-        if isinstance(message_id, str) and not message_id.startswith("lc_run-"):
+        if isinstance(message_id, str) and not message_id.startswith(_LANGCHAIN_MESSAGE_IDS):
             response_id = message_id
     if isinstance(response_id, str) and response_id:
         attrs[attr.GEN_AI_RESPONSE_ID] = response_id

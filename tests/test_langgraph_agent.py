@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import warnings
+from importlib.metadata import version
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -92,7 +93,8 @@ def test_node_spans_keep_langgraph_node_and_step_not_the_plumbing(
     # the model runs ...
     node_runs = [m for m in recorder.metadata.values() if "langgraph_node" in m]
     assert node_runs and all("langgraph_triggers" in m for m in node_runs)
-    assert any("lc_versions" in m for m in recorder.metadata.values())
+    if version("langchain-core") >= "1":  # 0.3 reports no versions in run metadata
+        assert any("lc_versions" in m for m in recorder.metadata.values())
     # ... the spans keep which node and step, and the user's own metadata, not the routing.
     tools_node = tracing.one("tools")
     assert tools_node.attributes["langchain.metadata.langgraph_node"] == "tools"

@@ -96,9 +96,10 @@ def test_langgraph_stream_messages_mode(tracing: Tracing, recorder: RunRecorder)
         return {"answer": model.invoke(state["question"]).content}
 
     graph = StateGraph(Msgs)
-    graph.add_node("answer", answer)
-    graph.add_edge(START, "answer")
-    graph.add_edge("answer", END)
+    # LangGraph before 1.0 rejects a node named like a state key.
+    graph.add_node("respond", answer)
+    graph.add_edge(START, "respond")
+    graph.add_edge("respond", END)
     app = graph.compile()
     chunks = list(app.stream({"question": "q", "answer": ""},
                              {"callbacks": [tracing.handler(), recorder]}, stream_mode="messages"))
