@@ -152,13 +152,16 @@ def test_unreachable_endpoint_does_not_block_the_demo() -> None:
     assert lines[0] == (f"otel-callbacks: 7 of 7 spans could not be sent to "
                         f"http://127.0.0.1:{port}/v1/traces (otlp http/protobuf); is it reachable?")
     assert re.fullmatch(rf"otel-callbacks: \d+ metric points could not be sent to "
-                        rf"http://127\.0\.0\.1:{port}/v1/metrics \(otlp http/protobuf\); "
-                        rf"is it reachable\?", lines[1]), lines
+                        rf"http://127\.0\.0\.1:{port}/v1/metrics \(otlp http/protobuf\) "
+                        rf"\(a traces-only backend refuses them; a collector takes both\)",
+                        lines[1]), lines
     assert len(lines) == 2
 
 
-def test_demo_sends_traces_and_metrics_to_the_endpoint() -> None:
-    # A minimal OTLP/HTTP receiver: it stores each request body by path and answers 200.
+@pytest.mark.parametrize("accepts_metrics", [True, False], ids=["collector", "traces-only"])
+def test_demo_sends_traces_and_metrics_to_the_endpoint(accepts_metrics: bool) -> None:
+    # A minimal OTLP/HTTP receiver: it stores each request body by path and answers 200
+    # (404 for metrics when it plays a traces-only backend such as Jaeger or Phoenix).
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -172,6 +175,11 @@ def test_demo_sends_traces_and_metrics_to_the_endpoint() -> None:
     class Receiver(BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # noqa: N802 - the http.server API
             body = self.rfile.read(int(self.headers["Content-Length"]))
+            if self.path == "/v1/metrics" and not accepts_metrics:
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             received.setdefault(self.path, []).append(body)
             self.send_response(200)
             self.send_header("Content-Type", "application/x-protobuf")
@@ -188,11 +196,18 @@ def test_demo_sends_traces_and_metrics_to_the_endpoint() -> None:
     finally:
         server.shutdown()
         server.server_close()
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0, result.stderr  # the spans arrived: that decides the status
     spans = [span for body in received["/v1/traces"]
              for rs in ExportTraceServiceRequest.FromString(body).resource_spans
              for ss in rs.scope_spans for span in ss.spans]
     assert len(spans) == 7
+    if not accepts_metrics:
+        assert "/v1/metrics" not in received
+        assert re.fullmatch(r"otel-callbacks: \d+ metric points could not be sent to \S+ "
+                            r"\(otlp http/protobuf\) \(a traces-only backend refuses them; a "
+                            r"collector takes both\)\n", result.stderr), result.stderr
+        return
+    assert result.stderr == ""
     points: dict[str, int] = {}
     services = set()
     for body in received["/v1/metrics"]:
