@@ -34,6 +34,7 @@ from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter
 
 from .batching import BatchSettings, DropReportingBatchSpanProcessor
 from .exporters.file_exporter import FILE_ENV, OTLPJsonFileSpanExporter, default_path
+from .metrics import is_configured
 
 logger = logging.getLogger("otel_callbacks")
 
@@ -216,16 +217,18 @@ class Providers(NamedTuple):
 
 
 def configure(*, default_service_name: str | None = None, endpoint: str | None = None,
-              protocol: str | None = None, timeout: float | None = None,
-              set_global: bool = True, **tracing: Any) -> Providers:
+              protocol: str | None = None, file: str | os.PathLike[str] | None = None,
+              console: bool = False, timeout: float | None = None,
+              set_global: bool = True) -> Providers:
     """``configure_tracing()`` and ``configure_metrics()`` in one call, on one resource.
 
-    ``endpoint``/``protocol``/``timeout`` apply to both signals; other keyword arguments
-    (``file``, ``console``) go to ``configure_tracing()``.
+    ``endpoint``, ``protocol``, ``console`` and ``timeout`` apply to both signals; ``file``
+    (OTLP/JSON lines) to spans only.
     """
     common: dict[str, Any] = dict(default_service_name=default_service_name, endpoint=endpoint,
-                                  protocol=protocol, timeout=timeout, set_global=set_global)
-    return Providers(configure_tracing(**common, **tracing), configure_metrics(**common))
+                                  protocol=protocol, console=console, timeout=timeout,
+                                  set_global=set_global)
+    return Providers(configure_tracing(file=file, **common), configure_metrics(**common))
 
 
 def configure_metrics(*, default_service_name: str | None = None, endpoint: str | None = None,
@@ -254,8 +257,7 @@ def configure_metrics(*, default_service_name: str | None = None, endpoint: str 
     logger.info("otel-callbacks: metrics go to %s",
                 ", ".join(map(str, destinations)) or "nowhere (no endpoint, or OTEL_METRICS_EXPORTER=none)")
     if set_global:
-        current = metrics.get_meter_provider()
-        if type(current).__name__ == "_ProxyMeterProvider":
+        if not is_configured(metrics.get_meter_provider()):
             metrics.set_meter_provider(provider)
         else:
             logger.warning("otel-callbacks: a global MeterProvider is already set; "

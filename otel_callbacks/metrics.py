@@ -53,7 +53,8 @@ _TOKEN_BUCKETS = [1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 
                   16777216, 67108864]
 
 
-def _is_configured(provider: MeterProvider) -> bool:
+def is_configured(provider: MeterProvider) -> bool:
+    """Whether ``provider`` records anything (the API's proxy and no-op providers do not)."""
     return not isinstance(provider, NoOpMeterProvider) and type(provider).__name__ != "_ProxyMeterProvider"
 
 
@@ -86,7 +87,7 @@ class GenAIMetrics:
         """Instruments on ``provider`` (or the global one if set up); None means no metrics."""
         if provider is None:
             provider = metrics.get_meter_provider()
-            if not _is_configured(provider):
+            if not is_configured(provider):
                 return None
         return cls(provider)
 
