@@ -36,7 +36,7 @@ from .content import (
 from .context_bridge import claim_pending_scope
 from .handlers import BaseCallbackHandler
 from .messages import split_system, to_genai_message
-from .metrics import GenAIMetrics
+from .metrics import GenAIMetrics, global_provider_set
 from .registry import _ACTIVE_CONTEXTS, FORGOTTEN, RunRegistry, RunState, active_context
 from .version import __version__
 
@@ -134,7 +134,7 @@ class OTelHandler(BaseCallbackHandler):
 
     def _metrics_ready(self) -> bool:
         """Whether runs are measured; with no provider given, from when the global one is set."""
-        if self._metrics is None and self._metrics_from_global:
+        if self._metrics is None and self._metrics_from_global and global_provider_set():
             self._metrics = GenAIMetrics.create(None)
         return self._metrics is not None
 

@@ -290,3 +290,12 @@ def test_explicit_noop_meter_provider_means_instruments_on_it(tracing: Any) -> N
     assert handler._metrics is not None
     FakeChat().invoke("hi", config=cfg(handler))
     assert tracing.one("chat fake-model-1").attributes[attr.GEN_AI_USAGE_INPUT_TOKENS] == 11
+
+
+def test_the_cheap_global_provider_check_reads_the_api() -> None:
+    # Handlers poll for a global MeterProvider on every model and tool run until one is set;
+    # they read the API's global instead of calling get_meter_provider() (~2 us, os.environ).
+    from otel_callbacks import metrics as handler_metrics
+
+    assert handler_metrics._CAN_PEEK, "the API moved its global: polling falls back to the slow path"
+    assert not handler_metrics.global_provider_set()  # this process never sets one
