@@ -1,7 +1,7 @@
 """What may leave the process: content capture policy, size caps, secret redaction, UTF-8.
 
 Three rules hold everywhere: prompt/output content is exported only when the user opted in,
-values under secret-looking keys (or pydantic ``SecretStr``) are never exported, and every
+credentials are never exported (the masking rule, ``masking.py``), and every
 string handed to the SDK is encodable as UTF-8 (``utf8_safe``; one lone surrogate would make
 the OTLP encoder drop the whole export batch).
 Every function here is total: odd input gives a safe, capped value, never an exception.
@@ -16,28 +16,19 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+# The masking rule lives in masking.py; its names are re-exported here, the content policy's home.
+from .masking import REDACTED as REDACTED
+from .masking import has_credential as has_credential
+from .masking import is_secret_key as is_secret_key
+from .masking import scrub_secrets as scrub_secrets
+
 logger = logging.getLogger("otel_callbacks")
 
 CAPTURE_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
-REDACTED = "[REDACTED]"
 DEFAULT_MAX_LENGTH = 8192
 _MAX_DEPTH = 8
 _MAX_ITEMS = 100
 
-# Key fragments that mark a secret once separators are removed and case folded
-# ("api_key", "apiKey" and "API-KEY" all become "apikey").
-_SECRET_FRAGMENTS = (
-    "password", "passwd", "secret", "apikey", "privatekey", "accesskey", "credential",
-    "authorization", "cookie", "sessionid", "signature",
-)
-_SEPARATORS = re.compile(r"[^a-z0-9]")
-# Values that look like credentials whatever their key (provider key formats, bearer headers).
-_SECRET_VALUE = re.compile(
-    r"(?:\bsk-[A-Za-z0-9_\-]{12,}|\bBearer\s+[A-Za-z0-9._\-]{8,}|\bAKIA[0-9A-Z]{16}\b"
-    r"|\bgh[pousr]_[A-Za-z0-9]{20,}|\bxox[abpr]-[A-Za-z0-9\-]{10,}|\bAIza[0-9A-Za-z_\-]{30,})"
-)
-
-_secret_key_cache: dict[str, bool] = {}
 # Process-wide caches keep only keys up to this size: bounded memory, whatever runs carry.
 SMALL_CHARS = 256
 _SMALL_ITEMS = 16
@@ -107,39 +98,11 @@ def utf8_safe_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
     return repaired
 
 
-def is_secret_key(key: object) -> bool:
-    """True for keys such as ``api_key``, ``openai_api_key``, ``access_token``, ``password``.
-
-    Token *counts* (``max_tokens``, ``token_count``) are not secrets: only a key that ends in
-    the singular ``token`` is.
-    """
-    if not isinstance(key, str):
-        return False
-    cached = _secret_key_cache.get(key)
-    if cached is None:
-        flat = _SEPARATORS.sub("", key.lower())
-        cached = flat.endswith("token") or flat == "auth" or any(
-            fragment in flat for fragment in _SECRET_FRAGMENTS
-        )
-        if len(_secret_key_cache) < 4096 and len(key) <= SMALL_CHARS:
-            _secret_key_cache[key] = cached
-    return cached
-
-
 def is_secret_value(value: object) -> bool:
-    """True for pydantic secrets and strings shaped like provider API keys or bearer tokens."""
+    """True for pydantic secrets and strings holding a credential (``masking.has_credential``)."""
     if type(value).__name__ in ("SecretStr", "SecretBytes"):
         return True
-    return isinstance(value, str) and _SECRET_VALUE.search(value) is not None
-
-
-def scrub_secrets(text: str) -> str:
-    """``text`` with every credential-shaped substring replaced by ``[REDACTED]``.
-
-    For free text that is exported whatever the capture setting (error messages, stack
-    traces), where dropping the whole value would lose the diagnosis.
-    """
-    return _SECRET_VALUE.sub(REDACTED, text) if isinstance(text, str) else text
+    return isinstance(value, str) and has_credential(value)
 
 
 def truncate(text: str, max_length: int) -> str:
@@ -151,7 +114,7 @@ def truncate(text: str, max_length: int) -> str:
 
 def _safe_text(text: str, max_length: int) -> str:
     """A string value as exported: masked whole if it holds a credential, else capped."""
-    return REDACTED if _SECRET_VALUE.search(text) else truncate(text, max_length)
+    return REDACTED if has_credential(text) else truncate(text, max_length)
 
 
 def safe_repr(value: object, max_length: int = DEFAULT_MAX_LENGTH) -> str:

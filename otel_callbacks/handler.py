@@ -498,7 +498,7 @@ class OTelHandler(BaseCallbackHandler):
 
     @_guarded
     def on_custom_event(self, name: str, data: Any, *, run_id: UUID, **kwargs: Any) -> None:
-        attributes: dict[str, Any] = {"name": str(name)[:256]}
+        attributes: dict[str, Any] = {"name": scrub_secrets(str(name))[:256]}  # exported always
         self._content_attr(attributes, "data", data)
         self._event(run_id, attr.EVENT_CUSTOM, attributes)
 

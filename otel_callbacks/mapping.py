@@ -14,7 +14,7 @@ from typing import Any
 from opentelemetry.trace import SpanKind
 
 from . import attributes as attr
-from .content import is_secret_key, is_small, scalar_attribute, utf8_safe
+from .content import is_secret_key, is_small, scalar_attribute, scrub_secrets, utf8_safe
 
 # LangChain's ls_provider values -> gen_ai.provider.name well-known values.
 _PROVIDERS = {
@@ -262,12 +262,28 @@ def tool_span(name: str, serialized: Any, call_id: Any, inputs: Any) -> tuple[st
                              attr.GEN_AI_TOOL_NAME: name, attr.GEN_AI_TOOL_TYPE: "function"}
     description = serialized.get("description") if isinstance(serialized, Mapping) else None
     if isinstance(description, str) and description:
-        attrs[attr.GEN_AI_TOOL_DESCRIPTION] = description[:_MAX_ATTR]
+        attrs[attr.GEN_AI_TOOL_DESCRIPTION] = _tool_description(description)
     if call_id is None and isinstance(inputs, Mapping):
         call_id = inputs.get("tool_call_id")
     if isinstance(call_id, str) and call_id:
         attrs[attr.GEN_AI_TOOL_CALL_ID] = call_id
     return f"{attr.OP_EXECUTE_TOOL} {name}", attrs
+
+
+_description_cache: dict[str, str] = {}
+_DESCRIPTION_CACHE_LIMIT = 256  # tools per process worth remembering; at most ~0.5 MB
+
+
+def _tool_description(description: str) -> str:
+    """The description with credentials scrubbed, then capped; cached, as a tool's repeats."""
+    found = _description_cache.get(description)
+    if found is None:
+        found = scrub_secrets(description)[:_MAX_ATTR]
+        if len(description) <= _MAX_ATTR:
+            if len(_description_cache) >= _DESCRIPTION_CACHE_LIMIT:
+                _description_cache.clear()
+            _description_cache[description] = found
+    return found
 
 
 def _get(obj: Any, key: str) -> Any:
