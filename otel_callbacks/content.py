@@ -61,36 +61,38 @@ def utf8_safe(text: str) -> str:
     return _SURROGATE.sub(REPLACEMENT, text)
 
 
-def _is_utf8_safe(attributes: Mapping[str, Any]) -> bool:
-    for key, value in attributes.items():
-        if not key.isascii():
-            return False
-        cls = value.__class__
-        if cls is str:
-            if not value.isascii():
-                return False
-        elif cls is tuple:
-            for item in value:
-                if item.__class__ is str and not item.isascii():
-                    return False
-        elif cls is bytes:  # the SDK would drop undecodable bytes: ours become text
-            return False
-    return True
+def _encodable(text: str) -> bool:
+    return text.isascii() or _SURROGATE.search(text) is None
 
 
 def utf8_safe_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
     """Span, event or metric attributes with every key and string value made ``utf8_safe``.
 
-    The one gate before the SDK: returns ``attributes`` itself when all of it is ASCII (the
-    common case, a flag check per string), else a repaired copy in the same order.
+    The one gate before the SDK: returns ``attributes`` itself when nothing needs repair (for
+    ASCII text, nearly all of it, a flag check per string), else a repaired copy in order.
     """
-    if _is_utf8_safe(attributes):
-        return attributes
+    for key, value in attributes.items():
+        if not key.isascii() and not _encodable(key):
+            return _repaired(attributes)
+        cls = value.__class__
+        if cls is str:
+            if not value.isascii() and not _encodable(value):
+                return _repaired(attributes)
+        elif cls is tuple or cls is list:
+            for item in value:
+                if item.__class__ is str and not item.isascii() and not _encodable(item):
+                    return _repaired(attributes)
+        elif cls is bytes:  # the SDK would drop undecodable bytes: ours become text
+            return _repaired(attributes)
+    return attributes
+
+
+def _repaired(attributes: Mapping[str, Any]) -> dict[str, Any]:
     repaired: dict[str, Any] = {}
     for key, value in attributes.items():
         if isinstance(value, str):
             value = utf8_safe(value)
-        elif isinstance(value, tuple):
+        elif isinstance(value, (tuple, list)):
             value = tuple(utf8_safe(v) if isinstance(v, str) else v for v in value)
         elif isinstance(value, bytes):
             value = value.decode("utf-8", "replace")

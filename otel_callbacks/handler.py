@@ -160,7 +160,9 @@ class OTelHandler(BaseCallbackHandler):
         near_limit = len(attributes) > self._start_rooms[run_type]
         if near_limit:
             attributes = self._budget.fit_start(attributes, run_type)
-        span = self._tracer.start_span(utf8_safe(name), context=parent_context, kind=kind,
+        if not name.isascii():
+            name = utf8_safe(name)
+        span = self._tracer.start_span(name, context=parent_context, kind=kind,
                                        attributes=utf8_safe_attributes(attributes))
         # The run's context extends its parent's (or the caller's), so baggage flows through.
         state = RunState(run_id, span, trace.set_span_in_context(span, parent_context),

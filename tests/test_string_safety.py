@@ -195,3 +195,15 @@ def test_metric_attributes_are_utf8(tracing: Any) -> None:
 def test_utf8_safe(value: str, expected: str) -> None:
     assert utf8_safe(value) == expected
     utf8_safe(value).encode("utf-8")
+
+
+def test_attribute_gate_repairs_keys_values_sequences_and_bytes() -> None:
+    from otel_callbacks.content import utf8_safe_attributes
+
+    clean = {"a": "x", "b": 1, "c": ("p", "q"), "d": 2.5, "e": "日本語"}
+    assert utf8_safe_attributes(clean) is clean  # nothing to repair: the same dict, no copy
+    repaired = utf8_safe_attributes({bad("k"): bad("v"), "seq": [bad("1"), 2], "raw": b"\xffok",
+                                     "n": 3})
+    safe = utf8_safe(BAD)
+    assert repaired == {f"k-{safe}": f"v-{safe}", "seq": (f"1-{safe}", 2), "raw": "\ufffdok", "n": 3}
+    assert list(repaired) == [f"k-{safe}", "seq", "raw", "n"]  # order kept
