@@ -176,3 +176,15 @@ def test_hostile_file_through_the_command(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr and "\x1b" not in result.stdout
     assert len(span_lines(result.stdout)) == 3002
     assert all(text.startswith("otel-callbacks: ") for text in result.stderr.splitlines())
+
+
+def test_stdin_with_a_half_written_last_line(monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    import io
+
+    partial = line(span(3, "late"))[:25]
+    monkeypatch.setattr(sys, "stdin", io.StringIO(line(span(1, "piped")) + "\n" + partial))
+    assert main(["view", "--color", "never", "-"]) == 0
+    out, err = capsys.readouterr()
+    assert names(out) == ["piped"]
+    assert one_line_warnings(err)[0].startswith("otel-callbacks: warning: <stdin>:2: ")

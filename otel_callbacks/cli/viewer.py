@@ -35,7 +35,10 @@ def load(path: str, trace_id: str | None = None,
     problems: list[str] = [] if warnings is None else warnings
     try:
         if path == "-":
-            records = _read(sys.stdin.buffer, "<stdin>", problems)
+            stdin = getattr(sys.stdin, "buffer", None)  # a replaced sys.stdin may have none
+            lines = stdin if stdin is not None else (
+                line.encode("utf-8", "surrogateescape") for line in sys.stdin)
+            records = _read(lines, "<stdin>", problems)
         else:
             with open(path, "rb") as file:
                 records = _read(file, path, problems)
