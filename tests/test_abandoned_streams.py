@@ -20,6 +20,7 @@ from conftest import RunRecorder, Tracing, assert_span_tree_matches
 from langchain_core.messages import AIMessageChunk
 from langchain_core.outputs import ChatGenerationChunk
 from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, MessagesState, StateGraph
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -195,11 +196,12 @@ def test_astream_events_break(setup: Setup) -> None:
 
 # --- LangGraph -----------------------------------------------------------------------------
 def _graph(model: UsageFirstChat, asynchronous: bool) -> Any:
-    async def anode(state: MessagesState) -> dict[str, Any]:
-        return {"messages": [await model.ainvoke(state["messages"])]}
+    # The config is passed on explicitly: before Python 3.11 async code cannot inherit it.
+    async def anode(state: MessagesState, config: RunnableConfig) -> dict[str, Any]:
+        return {"messages": [await model.ainvoke(state["messages"], config)]}
 
-    def node(state: MessagesState) -> dict[str, Any]:
-        return {"messages": [model.invoke(state["messages"])]}
+    def node(state: MessagesState, config: RunnableConfig) -> dict[str, Any]:
+        return {"messages": [model.invoke(state["messages"], config)]}
 
     graph = StateGraph(MessagesState)
     graph.add_node("agent", anode if asynchronous else node)
