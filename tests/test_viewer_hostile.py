@@ -188,3 +188,12 @@ def test_stdin_with_a_half_written_last_line(monkeypatch: pytest.MonkeyPatch,
     out, err = capsys.readouterr()
     assert names(out) == ["piped"]
     assert one_line_warnings(err)[0].startswith("otel-callbacks: warning: <stdin>:2: ")
+
+
+def test_duplicate_span_ids_show_every_span_once(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = view(tmp_path, capsys, line(
+        span(1, "first"), span(1, "twin"), span(2, "child", parent=1), span(3, "grandchild", parent=2)))
+    assert code == 0, err
+    assert sorted(names(out)) == ["child", "first", "grandchild", "twin"]
+    assert header_count(out) == 4
