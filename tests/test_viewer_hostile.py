@@ -92,7 +92,7 @@ def test_very_deep_parent_chain(tmp_path: Path, capsys: pytest.CaptureFixture[st
 def test_absurd_timestamps(tmp_path: Path, capsys: pytest.CaptureFixture[str], start: Any) -> None:
     bad = span(2, "bad-time")
     bad["startTimeUnixNano"] = start
-    text = line(span(1, "good"), bad).replace("NaN", "NaN")
+    text = line(span(1, "good"), bad)  # 1e400 and nan are written as JSON Infinity and NaN
     code, out, err = view(tmp_path, capsys, text)
     assert code == 0, err
     assert names(out) == ["good"]
