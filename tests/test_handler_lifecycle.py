@@ -115,7 +115,7 @@ def test_exit_with_open_runs_and_an_unreachable_collector_is_bounded() -> None:
     exiting = [line for line in out.splitlines() if line.startswith("exiting")]
     assert exiting, out
     took = finished - float(exiting[0].split()[1])
-    assert took < EXIT_FLUSH_SECONDS + 1.5, f"exit took {took:.1f} s"
+    assert took < EXIT_FLUSH_SECONDS + 3, f"exit took {took:.1f} s"  # before: ~7 s per handler
     # Every handler's open run was ended at exit (seen by the provider's reachable exporter).
     ended = [line for line in out.splitlines() if line.startswith("ended")]
     assert sorted(ended) == [f"ended open-{i} True" for i in (1, 3, 5)]
