@@ -20,6 +20,7 @@ from conftest import RunRecorder, Tracing, assert_span_tree_matches
 from langchain_core.messages import AIMessageChunk
 from langchain_core.outputs import ChatGenerationChunk
 from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, MessagesState, StateGraph
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -195,11 +196,12 @@ def test_astream_events_break(setup: Setup) -> None:
 
 # --- LangGraph -----------------------------------------------------------------------------
 def _graph(model: UsageFirstChat, asynchronous: bool) -> Any:
-    async def anode(state: MessagesState) -> dict[str, Any]:
-        return {"messages": [await model.ainvoke(state["messages"])]}
+    # The config is passed on explicitly: before Python 3.11 async code cannot inherit it.
+    async def anode(state: MessagesState, config: RunnableConfig) -> dict[str, Any]:
+        return {"messages": [await model.ainvoke(state["messages"], config)]}
 
-    def node(state: MessagesState) -> dict[str, Any]:
-        return {"messages": [model.invoke(state["messages"])]}
+    def node(state: MessagesState, config: RunnableConfig) -> dict[str, Any]:
+        return {"messages": [model.invoke(state["messages"], config)]}
 
     graph = StateGraph(MessagesState)
     graph.add_node("agent", anode if asynchronous else node)
@@ -271,3 +273,81 @@ def test_run_closed_at_exit_keeps_its_data(tracing: Tracing) -> None:
     assert span.attributes[attr.LLM_TOKEN_COUNT] == 3
     assert span.attributes[attr.GEN_AI_USAGE_INPUT_TOKENS] == 21
     stream.close()
+
+
+# --- whichever path ends a run, what its state recorded reaches its span ---------------------
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_STEPS = st.lists(st.tuples(
+    st.sampled_from(["chain", "chat", "token", "usage", "end", "exit", "cancel", "fail"]),
+    st.integers(0, 5), st.one_of(st.none(), st.integers(0, 5))), max_size=50)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_STEPS)
+def test_every_end_path_keeps_token_count_ttfc_usage_and_metrics(steps: list[Any]) -> None:
+    import uuid
+
+    from langchain_core.messages import HumanMessage
+    from langchain_core.outputs import LLMResult
+
+    tracing = Tracing()
+    reader = InMemoryMetricReader()
+    meters = MeterProvider(metric_readers=[reader])
+    handler = tracing.handler(meter_provider=meters, max_open_runs=3)
+    ids = [uuid.UUID(int=i + 1) for i in range(6)]
+    tokens: dict[int, int] = {}  # id(span) -> tokens received while its run was open
+    usage: dict[int, int] = {}  # id(span) -> input tokens reported by usage-only chunks
+    spans: dict[int, Any] = {}
+    errors = {"exit": GeneratorExit(), "cancel": asyncio.CancelledError(), "fail": KeyError("x")}
+    for kind, run, parent in steps:
+        run_id, parent_id = ids[run], ids[parent] if parent is not None else None
+        if kind == "chain":
+            handler.on_chain_start(None, {}, run_id=run_id, parent_run_id=parent_id, name="c")
+        elif kind == "chat":
+            handler.on_chat_model_start({"name": "m"}, [[HumanMessage("hi")]], run_id=run_id,
+                                        parent_run_id=parent_id)
+        elif kind in ("token", "usage"):
+            state = handler._registry.get(run_id)
+            chunk = ChatGenerationChunk(message=AIMessageChunk(content="t" if kind == "token" else "",
+                usage_metadata={"input_tokens": 2, "output_tokens": 0, "total_tokens": 2}
+                if kind == "usage" else None))
+            handler.on_llm_new_token(chunk.message.content, chunk=chunk, run_id=run_id)
+            if state is not None and state.run_type == "chat_model":
+                key = id(state.span)
+                spans[key] = state.span
+                tokens[key] = tokens.get(key, 0) + 1
+                if kind == "usage":
+                    usage[key] = usage.get(key, 0) + 2
+        elif kind == "end":
+            state = handler._registry.get(run_id)
+            if state is not None and state.run_type == "chain":
+                handler.on_chain_end({}, run_id=run_id)
+            else:
+                handler.on_llm_end(LLMResult(generations=[[]]), run_id=run_id)
+        else:
+            state = handler._registry.get(run_id)
+            if state is not None and state.run_type == "chain":
+                handler.on_chain_error(errors[kind], run_id=run_id)
+            else:
+                handler.on_llm_error(errors[kind], run_id=run_id)
+    handler.close()
+
+    exported = {span.context.span_id: span for span in tracing.spans()}
+    for key, span in spans.items():
+        done = exported[span.get_span_context().span_id]
+        assert done.attributes[attr.LLM_TOKEN_COUNT] == tokens[key]
+        assert done.attributes[attr.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] >= 0
+        if key in usage:
+            assert done.attributes[attr.GEN_AI_USAGE_INPUT_TOKENS] == usage[key]
+    for span in tracing.spans():
+        failed = span.status.status_code is StatusCode.ERROR
+        assert failed == (span.attributes.get(attr.ERROR_TYPE) == "KeyError")
+    chats = [s for s in tracing.spans() if s.attributes[attr.RUN_TYPE] == "chat_model"]
+    data = reader.get_metrics_data()
+    recorded = sum(p.count for rm in (data.resource_metrics if data else ())
+                   for sm in rm.scope_metrics for m in sm.metrics if m.name == DURATION
+                   for p in m.data.data_points)
+    assert recorded == len(chats)  # every model run measured once, whichever path ended it
+    meters.shutdown()

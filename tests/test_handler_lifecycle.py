@@ -115,7 +115,7 @@ def test_exit_with_open_runs_and_an_unreachable_collector_is_bounded() -> None:
     exiting = [line for line in out.splitlines() if line.startswith("exiting")]
     assert exiting, out
     took = finished - float(exiting[0].split()[1])
-    assert took < EXIT_FLUSH_SECONDS + 1.5, f"exit took {took:.1f} s"
+    assert took < EXIT_FLUSH_SECONDS + 3, f"exit took {took:.1f} s"  # before: ~7 s per handler
     # Every handler's open run was ended at exit (seen by the provider's reachable exporter).
     ended = [line for line in out.splitlines() if line.startswith("ended")]
     assert sorted(ended) == [f"ended open-{i} True" for i in (1, 3, 5)]
@@ -198,3 +198,16 @@ def test_the_same_handler_twice_is_one_handler(tracing: Tracing, recorder: RunRe
     handler = tracing.handler()
     RunnableLambda(lambda x: x).invoke(1, config={"callbacks": [handler, handler, recorder]})
     assert_span_tree_matches(tracing, recorder)
+
+
+def test_handler_on_a_chain_and_in_the_config_same_provider(tracing: Tracing,
+                                                            recorder: RunRecorder) -> None:
+    """The chain's own handler sees only the chain run; the config's sees everything: still
+    one span per run, each under its parent run's span."""
+    on_chain, in_config = tracing.handler(), tracing.handler()
+    inner = (ChatPromptTemplate.from_messages([("human", "{q}")]) | FakeChat()).with_config(
+        callbacks=[on_chain])
+    outer = RunnableLambda(lambda x: x) | inner
+    outer.invoke({"q": "hi"}, config={"callbacks": [in_config, recorder]})
+    assert_span_tree_matches(tracing, recorder)
+    assert len(on_chain._registry) == 0 and len(in_config._registry) == 0

@@ -7,11 +7,13 @@ characters without styles, so output piped to a file or a test reads exactly lik
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
 import shutil
 import sys
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -27,6 +29,11 @@ _CHUNKS = "langchain.llm.token_count"
 _TAGS = "langchain.run.tags"
 _MAX_NAME = 56
 _MAX_VALUE = 160
+_MAX_LEVELS = 10  # deeper spans keep the last levels of their indentation, after an ellipsis
+# Terminal escape sequences (CSI, OSC, two-character ESC ones) and the characters that move
+# the cursor, ring, or reorder text: file content must never drive the terminal.
+_ESCAPES = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]?|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[ -~]?)|\x9b[0-?]*[ -/]*[@-~]?")
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
 @dataclass(frozen=True)
@@ -74,23 +81,48 @@ def group_traces(records: Iterable[SpanRecord]) -> list[list[SpanRecord]]:
 
 
 def render(records: Iterable[SpanRecord], *, attributes: bool = False, width: int = 100,
-           glyphs: Glyphs | None = None) -> list[Line]:
-    """Every trace in ``records`` as styled lines (a header, then one line per span)."""
+           glyphs: Glyphs | None = None, warnings: list[str] | None = None) -> list[Line]:
+    """Every trace in ``records`` as styled lines (a header, then one line per span: each
+    span exactly once, spans in a parent cycle as roots, described in ``warnings``)."""
     glyphs = glyphs or UNICODE
+    warnings = [] if warnings is None else warnings
     lines: list[Line] = []
-    for index, spans in enumerate(group_traces(records)):
+    for index, spans in enumerate(group_traces(displayable(r) for r in records)):
         if index:
             lines.append([])
-        lines.extend(_TraceLayout(spans, attributes, width, glyphs).lines())
+        lines.extend(_TraceLayout(spans, attributes, width, glyphs, warnings).lines())
     return lines
+
+
+def printable(text: str) -> str:
+    """``text`` without terminal escape sequences or control characters (newlines shown)."""
+    if text.isprintable():
+        return text
+    return _CONTROLS.sub(lambda m: "\\n" if m.group() == "\n" else "", _ESCAPES.sub("", text))
+
+
+def displayable(span: SpanRecord) -> SpanRecord:
+    """A copy of ``span`` whose every shown string is ``printable``."""
+    return dataclasses.replace(
+        span, name=printable(span.name), status_message=printable(span.status_message),
+        service=printable(span.service) if span.service is not None else None,
+        attributes=_printable_items(span.attributes),
+        events=[(printable(name), time, _printable_items(attrs)) for name, time, attrs in span.events])
+
+
+def _printable_items(items: dict[str, Any]) -> dict[str, Any]:
+    # Nested values are shown by repr(), which escapes what is not printable.
+    return {printable(key): printable(value) if isinstance(value, str) else value
+            for key, value in items.items()}
 
 
 class _TraceLayout:
     def __init__(self, spans: Sequence[SpanRecord], attributes: bool, width: int,
-                 glyphs: Glyphs) -> None:
+                 glyphs: Glyphs, warnings: list[str]) -> None:
         self.spans = spans
         self.attributes = attributes
         self.glyphs = glyphs
+        self.warnings = warnings
         self.start = min(s.start_ns for s in spans)
         self.total = max(1, max(s.end_ns for s in spans) - self.start)
         ids = {s.span_id for s in spans}
@@ -99,21 +131,37 @@ class _TraceLayout:
             self.children[span.parent_id if span.parent_id in ids else None].append(span)
         for siblings in self.children.values():
             siblings.sort(key=lambda s: (s.start_ns, s.name))
-        self.rows = list(self._walk(None, ""))
+        self.rows = list(self._rows())
         self.name_width = min(_MAX_NAME, max(len(p) + len(s.name) for s, p, _ in self.rows))
         self.bar_width = max(10, min(40, width - self.name_width - 12 - 4))
 
-    def _walk(self, parent: str | None, prefix: str) -> Iterable[tuple[SpanRecord, str, str]]:
-        siblings = self.children.get(parent, [])
-        for i, span in enumerate(siblings):
-            last = i == len(siblings) - 1
-            if parent is None:
-                branch, follow = "", ""
-            else:
-                branch = prefix + (self.glyphs.last if last else self.glyphs.tee)
-                follow = prefix + (self.glyphs.blank if last else self.glyphs.pipe)
+    def _rows(self) -> Iterator[tuple[SpanRecord, str, str]]:
+        """(span, branch, follow) in display order: every span once, however the parent links
+        go. Spans no root reaches are in a parent cycle: the earliest of each is a root."""
+        shown: set[int] = set()
+        yield from self._walk(self.children.get(None, []), shown)
+        for span in sorted(self.spans, key=lambda s: (s.start_ns, s.name)):
+            if id(span) not in shown:
+                self.warnings.append(f"trace {span.trace_id}: span {span.name!r} ({span.span_id}) "
+                                     "is in a parent cycle; shown as a root")
+                yield from self._walk([span], shown)
+
+    def _walk(self, roots: list[SpanRecord], shown: set[int]) -> Iterator[tuple[SpanRecord, str, str]]:
+        """Depth-first with an explicit stack: a parent chain of any depth is fine."""
+        glyphs = self.glyphs
+        stack = [(span, "", "") for span in reversed(roots) if id(span) not in shown]
+        shown.update(id(span) for span, _, _ in stack)
+        while stack:
+            span, branch, follow = stack.pop()
             yield span, branch, follow
-            yield from self._walk(span.span_id, follow)
+            children = [c for c in self.children.get(span.span_id, ()) if id(c) not in shown]
+            shown.update(id(c) for c in children)
+            if len(follow) >= 4 * _MAX_LEVELS:  # glyphs are 4 characters wide
+                follow = (glyphs.ellipsis + "   ")[:4] + follow[-4 * (_MAX_LEVELS - 1):]
+            for i in range(len(children) - 1, -1, -1):
+                last = i == len(children) - 1
+                stack.append((children[i], follow + (glyphs.last if last else glyphs.tee),
+                               follow + (glyphs.blank if last else glyphs.pipe)))
 
     def lines(self) -> list[Line]:
         services = sorted({s.service for s in self.spans if s.service})
@@ -196,7 +244,10 @@ def _attempt(tags: Any) -> int | None:
 def _show(value: Any) -> str:
     if isinstance(value, str):
         return value.replace("\n", "\\n")
-    return repr(value)
+    try:
+        return repr(value)
+    except RecursionError:
+        return "<nested too deeply>"
 
 
 def _clip(text: str, limit: int, ellipsis: str = "…") -> str:
