@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as _gen_ai
 from opentelemetry.semconv.attributes import error_attributes as _error
+from opentelemetry.semconv.attributes import server_attributes as _server
 
 
 def _gen(name: str, fallback: str) -> str:
@@ -22,6 +23,12 @@ GEN_AI_REQUEST_MODEL = _gen("GEN_AI_REQUEST_MODEL", "gen_ai.request.model")
 GEN_AI_REQUEST_TEMPERATURE = _gen("GEN_AI_REQUEST_TEMPERATURE", "gen_ai.request.temperature")
 GEN_AI_REQUEST_MAX_TOKENS = _gen("GEN_AI_REQUEST_MAX_TOKENS", "gen_ai.request.max_tokens")
 GEN_AI_REQUEST_TOP_P = _gen("GEN_AI_REQUEST_TOP_P", "gen_ai.request.top_p")
+GEN_AI_REQUEST_TOP_K = _gen("GEN_AI_REQUEST_TOP_K", "gen_ai.request.top_k")
+GEN_AI_REQUEST_FREQUENCY_PENALTY = _gen("GEN_AI_REQUEST_FREQUENCY_PENALTY",
+                                        "gen_ai.request.frequency_penalty")
+GEN_AI_REQUEST_PRESENCE_PENALTY = _gen("GEN_AI_REQUEST_PRESENCE_PENALTY",
+                                       "gen_ai.request.presence_penalty")
+GEN_AI_REQUEST_SEED = _gen("GEN_AI_REQUEST_SEED", "gen_ai.request.seed")
 GEN_AI_REQUEST_STOP_SEQUENCES = _gen("GEN_AI_REQUEST_STOP_SEQUENCES", "gen_ai.request.stop_sequences")
 GEN_AI_REQUEST_STREAM = _gen("GEN_AI_REQUEST_STREAM", "gen_ai.request.stream")
 GEN_AI_RESPONSE_MODEL = _gen("GEN_AI_RESPONSE_MODEL", "gen_ai.response.model")
@@ -56,6 +63,8 @@ GEN_AI_RETRIEVAL_QUERY_TEXT = _gen("GEN_AI_RETRIEVAL_QUERY_TEXT", "gen_ai.retrie
 GEN_AI_RETRIEVAL_DOCUMENTS = _gen("GEN_AI_RETRIEVAL_DOCUMENTS", "gen_ai.retrieval.documents")
 GEN_AI_TOKEN_TYPE = _gen("GEN_AI_TOKEN_TYPE", "gen_ai.token.type")
 ERROR_TYPE = _error.ERROR_TYPE
+SERVER_ADDRESS = _server.SERVER_ADDRESS
+SERVER_PORT = _server.SERVER_PORT
 
 # Operation names (values of gen_ai.operation.name).
 OP_CHAT = "chat"

@@ -34,9 +34,11 @@ from typing import Any
 
 import wrapt
 from opentelemetry import context as otel_context
+from opentelemetry import trace
 from opentelemetry.context import Context
 
 from . import attributes as attr
+from . import mapping, provider_streams
 from .registry import _ACTIVE_CONTEXTS, active_context
 
 logger = logging.getLogger("otel_callbacks")
@@ -72,14 +74,28 @@ class _Scope:
     deeper (e.g. traced by a handler the outer run does not have) never claims the scope.
     """
 
-    __slots__ = ("run_types", "context", "token", "parent")
+    __slots__ = ("run_types", "context", "token", "parent", "model")
 
     def __init__(self, run_types: frozenset[str], context: Context | None = None,
-                 parent: Any = _ANY_PARENT) -> None:
+                 parent: Any = _ANY_PARENT, model: Any = None) -> None:
         self.run_types = run_types
         self.context = context  # known up front (provider call) or claimed by the start callback
         self.token: Token[Any] | None = None
         self.parent = parent
+        self.model = model  # the model object whose run this is, if a model call
+
+
+def _annotate_model_span(context: Context, model: Any) -> None:
+    """Add what only the model object knows (its server, some request parameters) to the
+    run's span, keeping what the callbacks already set."""
+    try:
+        extra = mapping.model_instance_attributes(model)
+        if extra:
+            span = trace.get_current_span(context)
+            present = getattr(span, "attributes", None) or {}
+            span.set_attributes({k: v for k, v in extra.items() if k not in present})
+    except Exception:  # a model object of an odd shape: the span just lacks these
+        logger.debug("otel-callbacks: could not read the model's server", exc_info=True)
 
 
 _PENDING: ContextVar[_Scope | None] = ContextVar("otel_callbacks_pending_scope", default=None)
@@ -95,13 +111,24 @@ def claim_pending_scope(context: Context, run_type: str, parent_run_id: Any = No
         return
     scope.context = context
     scope.token = _attach(context)
+    if scope.model is not None:
+        _annotate_model_span(context, scope.model)
 
 
 def _enter(scope: _Scope) -> Token[Any] | None:
+    # The scope stays visible while its run executes, so code deeper down (a provider SDK's
+    # stream) finds the model run even under a span another instrumentation made current.
     if scope.context is not None:
         scope.token = _attach(scope.context)
-        return None
     return _PENDING.set(scope)
+
+
+def current_model_span() -> Any:
+    """The span of the model run executing here (its provider call or stream), else None."""
+    scope = _PENDING.get()
+    if scope is None or scope.context is None or scope.run_types is not _MODEL_RUNS:
+        return None
+    return trace.get_current_span(scope.context)
 
 
 def _exit(scope: _Scope, pending: Token[Any] | None) -> None:
@@ -225,14 +252,17 @@ def _provider_call(position: int, key: str, drive: Any) -> Any:
         context = _run_manager_context(args, kwargs, position, key)
         if context is None:
             return wrapped(*args, **kwargs)
+        _annotate_model_span(context, instance)
         return drive(wrapped, args, kwargs, _Scope(_MODEL_RUNS, context))
     return wrapper
 
 
 def _starts_inside(run_types: frozenset[str], drive: Any) -> Any:
     """For calls whose run starts inside them (stream, retriever invoke): claim on start."""
+    model = run_types is _MODEL_RUNS
+
     def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        return drive(wrapped, args, kwargs, _Scope(run_types))
+        return drive(wrapped, args, kwargs, _Scope(run_types, model=instance if model else None))
     return wrapper
 
 
@@ -314,6 +344,13 @@ _PATCHES: tuple[tuple[str, str, Any], ...] = tuple(
     ("langchain_core.language_models.llms", "BaseLLM.astream", _starts_inside(_MODEL_RUNS, _aiter_in_scope)),
     ("langchain_core.retrievers", "BaseRetriever.invoke", _starts_inside(_RETRIEVER_RUNS, _call_in_scope)),
     ("langchain_core.retrievers", "BaseRetriever.ainvoke", _starts_inside(_RETRIEVER_RUNS, _acall_in_scope)),
+    # Provider SDK streams: the response id LangChain drops from streamed chunks.
+    ("openai._streaming", "Stream.__stream__", provider_streams.stream_wrapper(current_model_span)),
+    ("openai._streaming", "AsyncStream.__stream__",
+     provider_streams.astream_wrapper(current_model_span)),
+    ("anthropic._streaming", "Stream.__stream__", provider_streams.stream_wrapper(current_model_span)),
+    ("anthropic._streaming", "AsyncStream.__stream__",
+     provider_streams.astream_wrapper(current_model_span)),
 )
 
 _lock = threading.RLock()  # re-entrant: post-import hooks may fire inside install()

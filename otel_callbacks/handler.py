@@ -100,6 +100,10 @@ class OTelHandler(BaseCallbackHandler):
         max_content_length: cap on each recorded content value (a marker says what was cut).
         max_open_runs: runs kept open at most; beyond it the oldest are ended as evicted.
         max_token_events: streamed tokens recorded as span events per run (the count is exact).
+        model_metrics: record the metrics of model runs (GenAI duration, token usage, time to
+            first chunk, our prompt-cache tokens). Set False when a provider instrumentation
+            (the official OpenAI one, say) records them for the same calls, so they are not
+            counted twice; spans and tool metrics are unaffected.
     """
 
     run_inline = True  # cheap and non-blocking; keeps async starts in the run's own task
@@ -111,7 +115,8 @@ class OTelHandler(BaseCallbackHandler):
                  redact: Callable[[str], str | None] | None = None,
                  max_content_length: int = DEFAULT_MAX_LENGTH,
                  max_open_runs: int = 10_000,
-                 max_token_events: int = 8) -> None:
+                 max_token_events: int = 8,
+                 model_metrics: bool = True) -> None:
         super().__init__()
         self._tracer = trace.get_tracer("otel_callbacks", __version__, tracer_provider=tracer_provider)
         self._registry = RunRegistry(max_open_runs)
@@ -119,6 +124,7 @@ class OTelHandler(BaseCallbackHandler):
         self._content = ContentPolicy(capture_content, max_content_length, redact)
         self._metrics = GenAIMetrics.create(meter_provider)
         self._metrics_from_global = meter_provider is None
+        self._model_metrics = model_metrics
         self._token_events_limit = max(1, max_token_events)  # the first token is always kept
         # The run that streamed the last token: the next token is almost always its own. Once
         # the registry drops that run its id no longer matches, so no reset is needed here.
@@ -289,7 +295,7 @@ class OTelHandler(BaseCallbackHandler):
             input_attrs(attributes)
         state = self._start(run_id, parent_run_id, run_type, span_name, attributes, kind)
         if state is not None:
-            if self._metrics is not None or self._metrics_ready():
+            if self._model_metrics and (self._metrics is not None or self._metrics_ready()):
                 state.metric_attributes = GenAIMetrics.base_attributes(model_attrs)
             claim_pending_scope(state.context, run_type)
 
@@ -333,10 +339,18 @@ class OTelHandler(BaseCallbackHandler):
                 if found is None:
                     return
                 state = self._streaming = found
-            if not token:  # usage-only chunks are empty: no cost for the common token
-                if mapping.is_stream_terminator(token, chunk):
-                    return
+            if token.__class__ is not str or not token:
+                # Not plain text: the role-only opening chunk, the finish or usage-only chunk
+                # and LangChain's closing marker carry none; content blocks or tool-call
+                # arguments do. Only content counts as a token; any provider chunk starts
+                # the time to first chunk.
                 _note_stream_usage(state, chunk)
+                content = mapping.chunk_content(token, chunk)
+                if content is None:
+                    if not state.first_chunk_ns and not mapping.is_stream_terminator(token, chunk):
+                        state.first_chunk_ns = time.time_ns()
+                    return
+                token = content
             count = state.token_count = state.token_count + 1
             if count <= self._token_events_limit:
                 self._token_event(state, token, count)
@@ -348,8 +362,10 @@ class OTelHandler(BaseCallbackHandler):
         self._content_attr(attributes, "content", token)
         attributes = utf8_safe_attributes(attributes)
         if count == 1:
-            state.first_token_ns = time.time_ns()
-            state.span.add_event(attr.EVENT_FIRST_TOKEN, attributes, state.first_token_ns)
+            now = time.time_ns()
+            if not state.first_chunk_ns:
+                state.first_chunk_ns = now
+            state.span.add_event(attr.EVENT_FIRST_TOKEN, attributes, now)
         else:
             state.span.add_event(attr.EVENT_TOKEN, attributes)
 
@@ -526,10 +542,11 @@ def _finish(state: RunState, metrics: GenAIMetrics | None,
     end or error, its root's end, eviction, close). The span ends whatever else fails."""
     span = state.span
     try:
-        if state.token_count:
+        if state.first_chunk_ns:  # the provider streamed (whatever the invocation params say)
+            span.set_attribute(attr.GEN_AI_REQUEST_STREAM, True)
             span.set_attribute(attr.LLM_TOKEN_COUNT, state.token_count)
             span.set_attribute(attr.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK,
-                               (state.first_token_ns - state.start_ns) / 1e9)
+                               (state.first_chunk_ns - state.start_ns) / 1e9)
         usage = state.stream_usage
         if usage is not None and (attributes is None or (
                 attr.GEN_AI_USAGE_INPUT_TOKENS not in attributes

@@ -39,8 +39,9 @@ _FUNCTION = "_configure"
 class OTelCallbacksInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     """OpenTelemetry instrumentor for LangChain callbacks (a process-wide singleton).
 
-    ``instrument()`` accepts ``tracer_provider``, ``meter_provider``, ``capture_content`` and
-    ``redact`` (the ``OTelHandler`` options); omitted providers mean the global ones.
+    ``instrument()`` accepts ``tracer_provider``, ``meter_provider``, ``capture_content``,
+    ``redact`` and ``model_metrics`` (the ``OTelHandler`` options); omitted providers mean the
+    global ones.
     """
 
     _handler: OTelHandler | None = None
@@ -59,6 +60,7 @@ class OTelCallbacksInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             meter_provider=kwargs.get("meter_provider"),
             capture_content=kwargs.get("capture_content"),
             redact=kwargs.get("redact"),
+            model_metrics=kwargs.get("model_metrics", True),
         )
         self._handler = handler
         wrap_function_wrapper(_MODULE, _FUNCTION, _configure_wrapper(handler))

@@ -7,9 +7,13 @@ No I/O, no OTel calls, no content: what may be recorded regardless of the captur
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
+import sys
+import weakref
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from opentelemetry.trace import SpanKind
 
@@ -216,9 +220,9 @@ def model_span(run_type: str, serialized: Any, metadata: Any,
         attrs[attr.GEN_AI_PROVIDER_NAME] = provider
     if isinstance(model, str) and model:
         attrs[attr.GEN_AI_REQUEST_MODEL] = model
-    _float(attrs, attr.GEN_AI_REQUEST_TEMPERATURE, meta.get("ls_temperature", params.get("temperature")))
-    _int(attrs, attr.GEN_AI_REQUEST_MAX_TOKENS, meta.get("ls_max_tokens", params.get("max_tokens")))
-    _float(attrs, attr.GEN_AI_REQUEST_TOP_P, params.get("top_p"))
+    _float(attrs, attr.GEN_AI_REQUEST_TEMPERATURE, meta.get("ls_temperature"))
+    _int(attrs, attr.GEN_AI_REQUEST_MAX_TOKENS, meta.get("ls_max_tokens"))
+    request_parameters(attrs, params.get)
     stop = meta.get("ls_stop") or params.get("stop")
     if isinstance(stop, str):
         stop = [stop]
@@ -231,6 +235,130 @@ def model_span(run_type: str, serialized: Any, metadata: Any,
         attrs[attr.GEN_AI_TOOL_DEFINITIONS] = scalar_attribute(_tool_definitions(tools), 4 * _MAX_ATTR)
     label = model if isinstance(model, str) and model else (serialized_name(serialized) or run_type)
     return f"{operation} {label}", SpanKind.CLIENT, attrs
+
+
+# Request parameters -> the client field or invocation parameter names that hold them (OpenAI,
+# Anthropic, Ollama's ``num_predict``, Gemini-style ``max_output_tokens``), first found wins.
+_REQUEST_PARAMETERS: tuple[tuple[str, Any, tuple[str, ...]], ...] = (
+    (attr.GEN_AI_REQUEST_TEMPERATURE, float, ("temperature",)),
+    (attr.GEN_AI_REQUEST_MAX_TOKENS, int,
+     ("max_tokens", "max_completion_tokens", "max_output_tokens", "num_predict")),
+    (attr.GEN_AI_REQUEST_TOP_P, float, ("top_p",)),
+    (attr.GEN_AI_REQUEST_TOP_K, float, ("top_k",)),
+    (attr.GEN_AI_REQUEST_FREQUENCY_PENALTY, float, ("frequency_penalty",)),
+    (attr.GEN_AI_REQUEST_PRESENCE_PENALTY, float, ("presence_penalty",)),
+    (attr.GEN_AI_REQUEST_SEED, int, ("seed",)),
+)
+
+
+def _number(kind: Any, value: Any) -> Any:
+    """``value`` as the attribute's type (int or float), or None if it is not such a number."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if kind is float or isinstance(value, int):
+            return kind(value)
+    return None
+
+
+def request_parameters(attrs: dict[str, Any], get: Any) -> dict[str, Any]:
+    """Fill the request parameters ``attrs`` lacks from ``get(name)`` (invocation params)."""
+    for key, kind, names in _REQUEST_PARAMETERS:
+        if key not in attrs:
+            for name in names:
+                value = _number(kind, get(name))
+                if value is not None:
+                    attrs[key] = value
+                    break
+    return attrs
+
+
+# A model's configured endpoint (LangChain integrations' field names), else its SDK client's
+# resolved ``base_url`` (which includes the SDK's default and environment variables).
+_URL_FIELDS = ("openai_api_base", "anthropic_api_url", "azure_endpoint", "base_url", "api_base",
+               "endpoint_url")
+_CLIENT_FIELDS = ("root_client", "_client", "client")
+_DEFAULT_PORTS = {"https": 443, "http": 80}
+_ModelFields = tuple[tuple[str, ...], tuple[str, ...], tuple[tuple[str, Any, str], ...]]
+# Per model class: which of the names above it has. A missing attribute on a pydantic model
+# costs microseconds (its __getattr__ builds an error), so only present ones are read.
+_class_fields: dict[type, _ModelFields] = {}
+
+
+def _fields_of(cls: type) -> _ModelFields:
+    fields = _class_fields.get(cls)
+    if fields is None:
+        declared = getattr(cls, "model_fields", None)
+        private = getattr(cls, "__private_attributes__", None) or {}
+
+        def present(name: str) -> bool:  # pydantic: declared fields, private attrs, properties
+            return not isinstance(declared, Mapping) or (
+                name in declared or name in private or hasattr(cls, name))
+
+        fields = (tuple(n for n in _URL_FIELDS if present(n)),
+                  tuple(n for n in _CLIENT_FIELDS if present(n)),
+                  tuple((key, kind, n) for key, kind, names in _REQUEST_PARAMETERS
+                        for n in names if present(n)))
+        if len(_class_fields) < _CACHE_LIMIT:
+            _class_fields[cls] = fields
+    return fields
+
+
+def _base_url(model: Any, url_fields: tuple[str, ...], client_fields: tuple[str, ...]) -> str | None:
+    for name in url_fields:
+        value = getattr(model, name, None)
+        if isinstance(value, str) and value:
+            return value
+    for name in client_fields:
+        client = getattr(model, name, None)
+        if client is None:
+            continue
+        try:
+            return _client_urls[client]
+        except (KeyError, TypeError):  # not seen yet, or not weak-referenceable
+            pass
+        for candidate in (client, getattr(client, "_client", None)):  # e.g. ollama.Client's httpx
+            url = getattr(candidate, "base_url", None)
+            if url is not None and not callable(url):
+                text = str(url)  # SDK URL objects render in microseconds: once per client
+                try:
+                    _client_urls[client] = text
+                except TypeError:
+                    pass
+                return text
+    return None
+
+
+# An SDK client's base URL is fixed when it is made; models reuse their client across calls.
+_client_urls: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+
+
+@functools.lru_cache(maxsize=256)
+def server_attributes(url: str) -> tuple[tuple[str, Any], ...]:
+    """``server.address`` / ``server.port`` of a base URL (scheme default port when absent)."""
+    try:
+        parts = urlsplit(url if "://" in url else f"//{url}")
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return ()
+    if not host:
+        return ()
+    port = port or _DEFAULT_PORTS.get(parts.scheme.lower())
+    return ((attr.SERVER_ADDRESS, host),) + (((attr.SERVER_PORT, port),) if port else ())
+
+
+def model_instance_attributes(model: Any) -> dict[str, Any]:
+    """What the model object knows and its callbacks do not say: the server it calls and
+    request parameters some integrations keep out of their invocation params (ChatOllama)."""
+    url_fields, client_fields, parameters = _fields_of(type(model))
+    attrs: dict[str, Any] = {}
+    url = _base_url(model, url_fields, client_fields)
+    if url:
+        attrs.update(server_attributes(url))
+    for key, kind, name in parameters:
+        if key not in attrs:
+            value = _number(kind, getattr(model, name, None))
+            if value is not None:
+                attrs[key] = value
+    return attrs
 
 
 def _tool_definitions(tools: Any) -> Any:
@@ -350,15 +478,35 @@ def response_attributes(response: Any) -> dict[str, Any]:
     return attrs
 
 
+# Where providers put the finish reason: OpenAI Chat Completions, Anthropic, Ollama.
+_FINISH_REASON_KEYS = ("finish_reason", "stop_reason", "done_reason")
+# The Responses API has no finish reason: its ``incomplete_details.reason`` or, for a completed
+# response, whether it called tools, in Chat Completions' words (the same provider's dashboards).
+_INCOMPLETE_REASONS = {"max_output_tokens": "length", "content_filter": "content_filter"}
+
+
 def generation_finish_reason(generation: Any) -> str | None:
     """One generation's finish reason (generation_info, else its message's response_metadata)."""
-    info = _get(generation, "generation_info") or {}
+    info = _get(generation, "generation_info")
     message = _get(generation, "message")
     meta = _get(message, "response_metadata") if message is not None else None
-    meta = meta if isinstance(meta, Mapping) else {}
-    reason = (info.get("finish_reason") if isinstance(info, Mapping) else None) or \
-        meta.get("finish_reason") or meta.get("stop_reason")
-    return reason if isinstance(reason, str) and reason else None
+    for source in (info, meta):
+        if isinstance(source, Mapping):
+            for key in _FINISH_REASON_KEYS:
+                reason = source.get(key)
+                if isinstance(reason, str) and reason:
+                    return reason
+    if isinstance(meta, Mapping) and meta.get("object") == "response":  # the Responses API
+        details = meta.get("incomplete_details")
+        reason = details.get("reason") if isinstance(details, Mapping) else None
+        if isinstance(reason, str) and reason:
+            return _INCOMPLETE_REASONS.get(reason, reason)
+        status = meta.get("status")
+        if status == "completed":
+            return "tool_calls" if _get(message, "tool_calls") else "stop"
+        if isinstance(status, str) and status:
+            return status
+    return None
 
 
 def finish_reasons(response: Any) -> tuple[str, ...]:
@@ -391,10 +539,30 @@ def is_failure(error: BaseException) -> bool:
     return not isinstance(error, ABANDONMENT) and type(error).__name__ not in CONTROL_FLOW_ERRORS
 
 
+_public_names: dict[type, str] = {}
+
+
 def qualified_name(error: BaseException) -> str:
+    """The error's class as users import it: ``openai.RateLimitError`` rather than the private
+    ``openai._exceptions.RateLimitError`` where a public parent module exports the same class."""
     cls = type(error)
-    module = cls.__module__
-    return cls.__qualname__ if module in ("builtins", None) else utf8_safe(f"{module}.{cls.__qualname__}")
+    name = _public_names.get(cls)
+    if name is None:
+        module = cls.__module__
+        if module in ("builtins", None):
+            name = cls.__qualname__
+        else:
+            name = utf8_safe(f"{module}.{cls.__qualname__}")
+            parts = module.split(".")
+            for end in range(1, len(parts)):
+                if parts[end].startswith("_"):
+                    public = sys.modules.get(".".join(parts[:end]))
+                    if public is not None and getattr(public, cls.__qualname__, None) is cls:
+                        name = f"{public.__name__}.{cls.__qualname__}"
+                    break
+        if len(_public_names) < _CACHE_LIMIT:
+            _public_names[cls] = name
+    return name
 
 
 def is_stream_terminator(token: Any, chunk: Any) -> bool:
@@ -407,3 +575,35 @@ def is_stream_terminator(token: Any, chunk: Any) -> bool:
             and not getattr(message, "tool_call_chunks", None)
             and not getattr(message, "usage_metadata", None)
             and not getattr(message, "response_metadata", None))
+
+
+# Content-block keys that hold streamed output text (text, Anthropic thinking, v1 reasoning).
+_BLOCK_TEXT_KEYS = ("text", "thinking", "reasoning")
+
+
+def chunk_content(token: Any, chunk: Any) -> Any:
+    """What a streamed chunk that is not plain text carries as output: its content blocks'
+    text, else its tool-call argument pieces; None for content-less chunks (the role-only
+    opening chunk, the finish chunk, the usage-only chunk, a tool call's name-only header)."""
+    if isinstance(token, str) and token:
+        return token
+    if isinstance(token, (list, tuple)):
+        texts = []
+        for block in token:
+            if isinstance(block, str):
+                texts.append(block)
+            elif isinstance(block, Mapping):
+                for key in _BLOCK_TEXT_KEYS:
+                    text = block.get(key)
+                    if isinstance(text, str):
+                        texts.append(text)
+                        break
+        text = "".join(texts)
+        if text:
+            return text
+    calls = getattr(getattr(chunk, "message", None), "tool_call_chunks", None)
+    if calls:
+        arguments = "".join(c.get("args") or "" for c in calls if isinstance(c, Mapping))
+        if arguments:
+            return arguments
+    return None

@@ -129,8 +129,8 @@ class GenAIMetrics:
             attributes[attr.GEN_AI_RESPONSE_MODEL] = model
         attributes = utf8_safe_attributes(attributes)
         self.duration.record(duration, attributes, context=context)
-        if state.first_token_ns:
-            self.time_to_first_chunk.record((state.first_token_ns - state.start_ns) / 1e9,
+        if state.first_chunk_ns:
+            self.time_to_first_chunk.record((state.first_chunk_ns - state.start_ns) / 1e9,
                                             attributes, context=context)
         for instrument, key, token_type in _TOKEN_COUNTS:
             count = end_attributes.get(key)

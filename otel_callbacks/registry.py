@@ -39,7 +39,7 @@ class RunState:
     """
 
     __slots__ = ("run_id", "span", "context", "root", "run_type", "descendants",
-                 "token_count", "first_token_ns", "start_ns", "metric_attributes", "retries",
+                 "token_count", "first_chunk_ns", "start_ns", "metric_attributes", "retries",
                  "near_limit", "stream_usage")
 
     def __init__(self, run_id: Any, span: Span, context: Context, root: RunState | None,
@@ -51,7 +51,7 @@ class RunState:
         self.run_type = run_type
         self.descendants: set[Any] | None = None if root is not None else set()
         self.token_count = 0
-        self.first_token_ns = 0
+        self.first_chunk_ns = 0  # the first streamed chunk, content or not (time to first chunk)
         self.start_ns = start_ns
         self.metric_attributes: dict[str, Any] | None = None
         self.retries = 0

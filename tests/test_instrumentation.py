@@ -196,3 +196,25 @@ def test_opentelemetry_instrument_traces_an_unmodified_script(tmp_path: Path) ->
                        "execute_tool shout": "pipeline"}
     assert {r.trace_id for r in records} == {records[0].trace_id}
     assert {r.service for r in records} == {"zero-code-app"}
+
+
+@pytest.mark.parametrize("model_metrics", [True, False])
+def test_instrument_model_metrics_option(tracing: Tracing, model_metrics: bool) -> None:
+    """``instrument(model_metrics=False)`` leaves the GenAI metrics to a provider
+    instrumentation: spans as before, no measurements of ours."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    reader = InMemoryMetricReader()
+    instrumentor = OTelCallbacksInstrumentor()
+    instrumentor.instrument(tracer_provider=tracing.provider, model_metrics=model_metrics,
+                            meter_provider=MeterProvider(metric_readers=[reader]))
+    try:
+        GenericFakeChatModel(messages=iter([AIMessage("hi")])).invoke("hello")
+    finally:
+        instrumentor.uninstrument()
+    assert [s.attributes["gen_ai.operation.name"] for s in tracing.spans()] == ["chat"]
+    data = reader.get_metrics_data()
+    names = {m.name for r in (data.resource_metrics if data else ()) for s in r.scope_metrics
+             for m in s.metrics}
+    assert ("gen_ai.client.operation.duration" in names) is model_metrics
