@@ -11,7 +11,7 @@ from typing import Any, TypedDict
 
 import pytest
 import wrapt
-from langchain_core.runnables import RunnableLambda
+from langchain_core.runnables import RunnableConfig, RunnableLambda
 from opentelemetry import trace
 
 from otel_callbacks import context_bridge
@@ -142,3 +142,29 @@ def test_run_traced_inside_an_untraced_node_does_not_stay_current(tracing: Traci
     asyncio.run(graph.compile().ainvoke({"count": 0}))
     assert _parent_name(tracing, "after inner") is None
     assert trace.get_current_span() is trace.INVALID_SPAN
+
+
+def test_child_run_of_an_async_node_given_its_config_does_not_stay_current(
+        tracing: Tracing, recorder: RunRecorder) -> None:
+    """A node passing its config to a chain: the chain's span is current inside the chain only."""
+    from langgraph.graph import END, START, StateGraph
+
+    def work(x: int) -> int:
+        with tracing.tracer.start_as_current_span("in inner"):
+            return x
+
+    inner = RunnableLambda(work, name="inner")
+
+    async def node(state: State, config: RunnableConfig) -> State:
+        await inner.ainvoke(1, config)
+        with tracing.tracer.start_as_current_span("after inner"):
+            return {"count": state["count"] + 1}
+
+    graph = StateGraph(State)
+    graph.add_node("node", node)
+    graph.add_edge(START, "node")
+    graph.add_edge("node", END)
+    asyncio.run(graph.compile().ainvoke({"count": 0}, {"callbacks": [tracing.handler(), recorder]}))
+    assert_span_tree_matches(tracing, recorder)
+    assert _parent_name(tracing, "in inner") == "inner"
+    assert _parent_name(tracing, "after inner") == "node"
