@@ -268,8 +268,11 @@ def _starts_inside(run_types: frozenset[str], drive: Any) -> Any:
 
 def _chain_starts_inside(drive: Any) -> Any:
     """LangGraph's async ``(input, config)`` entry points on Python 3.10: the chain run they start
-    (a child of the config's parent run) is current for the rest of their frame."""
+    (a child of the config's parent run) is current for the rest of their frame. An untraced
+    ``RunnableCallable`` starts none, so a child run of the node code must not claim it."""
     def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        if not getattr(instance, "trace", True):
+            return wrapped(*args, **kwargs)
         config = args[1] if len(args) > 1 else kwargs.get("config")
         callbacks = config.get("callbacks") if isinstance(config, Mapping) else None
         parent = getattr(callbacks, "parent_run_id", None)

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-_instruments = ("langchain-core >= 0.3",)
+_instruments = ("langchain-core >= 0.3.52",)
 
 _supports_metrics = True

@@ -11,7 +11,7 @@ from typing import Any, TypedDict
 
 import pytest
 import wrapt
-from langchain_core.runnables import RunnableLambda
+from langchain_core.runnables import RunnableConfig, RunnableLambda
 from opentelemetry import trace
 
 from otel_callbacks import context_bridge
@@ -77,6 +77,16 @@ def _parent_name(tracing: Tracing, name: str) -> str | None:
     return parent.name if parent is not None else "<not exported>"
 
 
+def _one_node_graph(node: Any) -> Any:
+    from langgraph.graph import END, START, StateGraph
+
+    graph = StateGraph(State)
+    graph.add_node("node", node)
+    graph.add_edge(START, "node")
+    graph.add_edge("node", END)
+    return graph.compile()
+
+
 def test_user_span_in_async_router_nests_under_the_router_run(tracing: Tracing,
                                                               recorder: RunRecorder) -> None:
     from langgraph.graph import END, START, StateGraph
@@ -100,18 +110,13 @@ def test_user_span_in_async_router_nests_under_the_router_run(tracing: Tracing,
 
 def test_user_span_in_async_node_under_astream_events(tracing: Tracing) -> None:
     """A streaming handler makes LangGraph run each node through its async stream path."""
-    from langgraph.graph import END, START, StateGraph
 
     async def node(state: State) -> State:
         await asyncio.sleep(0)
         with tracing.tracer.start_as_current_span("in streamed node"):
             return {"count": state["count"] + 1}
 
-    graph = StateGraph(State)
-    graph.add_node("node", node)
-    graph.add_edge(START, "node")
-    graph.add_edge("node", END)
-    app = graph.compile()
+    app = _one_node_graph(node)
 
     async def consume() -> int:
         return len([e async for e in app.astream_events({"count": 0}, {"callbacks": [tracing.handler()]},
@@ -124,8 +129,6 @@ def test_user_span_in_async_node_under_astream_events(tracing: Tracing) -> None:
 def test_run_traced_inside_an_untraced_node_does_not_stay_current(tracing: Tracing) -> None:
     """Only the node's own run may become current in its frame: a run traced deeper (here a
     chain with its own handler inside a graph run without one) ends, and is current no more."""
-    from langgraph.graph import END, START, StateGraph
-
     handler = tracing.handler()
     inner = RunnableLambda(lambda x: x, name="inner")
 
@@ -135,10 +138,27 @@ def test_run_traced_inside_an_untraced_node_does_not_stay_current(tracing: Traci
             pass
         return {"count": state["count"] + 1}
 
-    graph = StateGraph(State)
-    graph.add_node("node", node)
-    graph.add_edge(START, "node")
-    graph.add_edge("node", END)
-    asyncio.run(graph.compile().ainvoke({"count": 0}))
+    asyncio.run(_one_node_graph(node).ainvoke({"count": 0}))
     assert _parent_name(tracing, "after inner") is None
     assert trace.get_current_span() is trace.INVALID_SPAN
+
+
+def test_child_run_of_an_async_node_given_its_config_does_not_stay_current(
+        tracing: Tracing, recorder: RunRecorder) -> None:
+    """A node passing its config to a chain: the chain's span is current inside the chain only."""
+
+    def work(x: int) -> int:
+        with tracing.tracer.start_as_current_span("in inner"):
+            return x
+
+    inner = RunnableLambda(work, name="inner")
+
+    async def node(state: State, config: RunnableConfig) -> State:
+        await inner.ainvoke(1, config)
+        with tracing.tracer.start_as_current_span("after inner"):
+            return {"count": state["count"] + 1}
+
+    asyncio.run(_one_node_graph(node).ainvoke({"count": 0}, {"callbacks": [tracing.handler(), recorder]}))
+    assert_span_tree_matches(tracing, recorder)
+    assert _parent_name(tracing, "in inner") == "inner"
+    assert _parent_name(tracing, "after inner") == "node"

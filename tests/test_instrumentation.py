@@ -51,7 +51,7 @@ def _names_and_parents(tracing: Tracing) -> dict[str, str | None]:
 
 
 def test_dependencies_and_entry_point() -> None:
-    assert OTelCallbacksInstrumentor().instrumentation_dependencies() == ("langchain-core >= 0.3",)
+    assert OTelCallbacksInstrumentor().instrumentation_dependencies() == ("langchain-core >= 0.3.52",)
     found = [ep for ep in entry_points(group="opentelemetry_instrumentor")
              if ep.name == "langchain_callbacks"]
     assert found and found[0].load() is OTelCallbacksInstrumentor
