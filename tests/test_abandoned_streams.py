@@ -299,7 +299,7 @@ def test_every_end_path_keeps_token_count_ttfc_usage_and_metrics(steps: list[Any
     meters = MeterProvider(metric_readers=[reader])
     handler = tracing.handler(meter_provider=meters, max_open_runs=3)
     ids = [uuid.UUID(int=i + 1) for i in range(6)]
-    tokens: dict[int, int] = {}  # id(span) -> tokens received while its run was open
+    tokens: dict[int, int] = {}  # id(span) -> text tokens received while its run was open
     usage: dict[int, int] = {}  # id(span) -> input tokens reported by usage-only chunks
     spans: dict[int, Any] = {}
     errors = {"exit": GeneratorExit(), "cancel": asyncio.CancelledError(), "fail": KeyError("x")}
@@ -319,7 +319,7 @@ def test_every_end_path_keeps_token_count_ttfc_usage_and_metrics(steps: list[Any
             if state is not None and state.run_type == "chat_model":
                 key = id(state.span)
                 spans[key] = state.span
-                tokens[key] = tokens.get(key, 0) + 1
+                tokens[key] = tokens.get(key, 0) + (kind == "token")  # usage-only: no token
                 if kind == "usage":
                     usage[key] = usage.get(key, 0) + 2
         elif kind == "end":
@@ -339,8 +339,8 @@ def test_every_end_path_keeps_token_count_ttfc_usage_and_metrics(steps: list[Any
     exported = {span.context.span_id: span for span in tracing.spans()}
     for key, span in spans.items():
         done = exported[span.get_span_context().span_id]
-        assert done.attributes[attr.LLM_TOKEN_COUNT] == tokens[key]
-        assert done.attributes[attr.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] >= 0
+        assert done.attributes.get(attr.LLM_TOKEN_COUNT, 0) == tokens[key]
+        assert done.attributes[attr.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] >= 0  # any chunk
         if key in usage:
             assert done.attributes[attr.GEN_AI_USAGE_INPUT_TOKENS] == usage[key]
     for span in tracing.spans():
