@@ -74,13 +74,13 @@ def utf8_safe_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
     for key, value in attributes.items():
         if not key.isascii() and not _encodable(key):
             return _repaired(attributes)
-        cls = value.__class__
+        cls = type(value)  # cheaper than value.__class__ (a specialised builtin call)
         if cls is str:
             if not value.isascii() and not _encodable(value):
                 return _repaired(attributes)
         elif cls is tuple or cls is list:
             for item in value:
-                if item.__class__ is str and not item.isascii() and not _encodable(item):
+                if type(item) is str and not item.isascii() and not _encodable(item):
                     return _repaired(attributes)
         elif cls is bytes:  # the SDK would drop undecodable bytes: ours become text
             return _repaired(attributes)
