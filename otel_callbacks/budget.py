@@ -52,17 +52,47 @@ def _is_user_key(key: str) -> bool:
     return key == attr.RUN_TAGS or key.startswith(attr.RUN_METADATA_PREFIX)
 
 
+class _LateRooms(dict[str, int]):
+    """Start rooms of a budget made before the global TracerProvider was set. Its spans are
+    non-recording until then (nothing to budget); the first span after that reads the real
+    provider's limit once and fills this dict, so later lookups are plain dict hits."""
+
+    def __init__(self, budget: AttributeBudget) -> None:
+        super().__init__()
+        self._budget = budget
+
+    def __missing__(self, run_type: str) -> int:
+        provider = trace.get_tracer_provider()
+        if isinstance(provider, trace.ProxyTracerProvider):
+            return _UNLIMITED
+        self._budget.set_limit(span_attribute_limit(provider))
+        return self.get(run_type, _UNLIMITED)
+
+
 class AttributeBudget:
     """One handler's share-out of its spans' attribute limit."""
 
     __slots__ = ("limit", "start_rooms")
 
     def __init__(self, limit: int | None) -> None:
+        # Start attributes up to start_rooms[run type] leave room for the end: no budgeting.
+        self.start_rooms: dict[str, int] = {}
+        self.set_limit(limit)
+
+    @classmethod
+    def for_provider(cls, provider: Any) -> AttributeBudget:
+        """The budget for spans of ``provider`` (None: the global one, read when it is set)."""
+        if provider is None and isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+            budget = cls(None)
+            budget.start_rooms = _LateRooms(budget)
+            return budget
+        return cls(span_attribute_limit(provider))
+
+    def set_limit(self, limit: int | None) -> None:
         self.limit = limit
-        # Start attributes up to this many leave room for the end: no budgeting needed.
-        self.start_rooms: dict[str, int] = {
+        self.start_rooms.update({
             run_type: _UNLIMITED if limit is None else limit - reserve - 1
-            for run_type, reserve in _END_RESERVE.items()}
+            for run_type, reserve in _END_RESERVE.items()})
 
     def fit_start(self, attributes: dict[str, Any], run_type: str) -> dict[str, Any]:
         """Own attributes first (at most all but ``_ALWAYS_FREE`` slots, in order, so run id

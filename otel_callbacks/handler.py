@@ -25,7 +25,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
 
 from . import attributes as attr
 from . import context_bridge, mapping
-from .budget import AttributeBudget, span_attribute_limit
+from .budget import AttributeBudget
 from .content import (
     DEFAULT_MAX_LENGTH,
     ContentPolicy,
@@ -130,7 +130,7 @@ class OTelHandler(BaseCallbackHandler):
         # the registry drops that run its id no longer matches, so no reset is needed here.
         self._streaming: RunState = _NOT_STREAMING
         self._provider = tracer_provider
-        self._budget = AttributeBudget(span_attribute_limit(tracer_provider))
+        self._budget = AttributeBudget.for_provider(tracer_provider)
         self._start_rooms = self._budget.start_rooms
         _register_for_exit(self)
         # A handler dropped while runs are still open ends their spans as it goes.

@@ -185,3 +185,45 @@ def test_unlimited_provider_keeps_everything() -> None:
     (span,) = exporter.get_finished_spans()
     assert attr.METADATA_DROPPED_COUNT not in span.attributes
     assert user_attributes(span) == 300
+
+
+def test_handler_made_before_the_global_provider_uses_its_limit() -> None:
+    """A handler made at import time, before the app sets the global TracerProvider with its
+    own SpanLimits, budgets for that provider's limit (read once, at the first span after)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent("""
+        import logging, uuid
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import SpanLimits, TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+        from otel_callbacks import OTelHandler
+
+        full = []
+        logging.getLogger("opentelemetry.attributes").addHandler(
+            type("H", (logging.Handler,), {"emit": lambda self, r: full.append(r)})())
+        handler = OTelHandler()  # no provider yet: the global one is a proxy
+        handler.on_chain_start({}, {}, run_id=uuid.uuid4(), metadata={"early": 1})  # non-recording
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider(span_limits=SpanLimits(max_span_attributes=20))
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        trace.set_tracer_provider(provider)
+        run_id = uuid.uuid4()
+        handler.on_chain_start({}, {}, run_id=run_id,
+                               metadata={f"key_{i}": i for i in range(100)})
+        handler.on_chain_end({}, run_id=run_id)
+        (span,) = exporter.get_finished_spans()
+        a = span.attributes
+        assert a["langchain.run.id"] == str(run_id) and a["langchain.run.type"] == "chain", dict(a)
+        assert len(a) <= 20 and span.dropped_attributes == 0, (len(a), span.dropped_attributes)
+        kept = sum(k.startswith("langchain.metadata.key_") for k in a)
+        assert kept + a["langchain.metadata.dropped_count"] == 100
+        assert not full, full[0].getMessage()
+        print("ok")
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]

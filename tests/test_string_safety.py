@@ -29,7 +29,7 @@ from pydantic import BaseModel
 from test_genai_conventions import DocsRetriever, FakeChat, FakeLLM, cfg, tool_call
 
 from otel_callbacks import attributes as attr
-from otel_callbacks.cli.file_exporter import OTLPJsonFileSpanExporter
+from otel_callbacks.exporters.file_exporter import OTLPJsonFileSpanExporter
 from otel_callbacks.content import utf8_safe
 
 BAD = os.fsdecode(b"caf\xe9-\xff.txt")  # what a latin-1 file name looks like after fsdecode
