@@ -84,7 +84,11 @@ _TOKENS = re.compile(
     r"\b(?:sk-[A-Za-z0-9_\-]{12,}|[spr]k_(?:live|test)_[A-Za-z0-9]{10,}"
     r"|whsec_[A-Za-z0-9]{20,}|hf_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{20,}"
     r"|gh[pousr]_[A-Za-z0-9]{20,}|glpat-[A-Za-z0-9_\-]{20,}|xox[abeoprs]-[A-Za-z0-9\-]{10,}"
-    r"|AIza[0-9A-Za-z_\-]{30,}|A[KS]IA[0-9A-Z]{16}\b"
+    r"|AIza[0-9A-Za-z_\-]{30,}"
+    # An AWS access key id, with the secret access key that follows it nearby (a credentials
+    # CSV, `aws configure` output): 40 base64 characters of mixed case.
+    r"|A[KS]IA[0-9A-Z]{16}\b(?:[^\n]{0,100}?(?<![A-Za-z0-9/+])(?=[A-Za-z0-9/+]{0,39}[a-z])"
+    r"(?=[A-Za-z0-9/+]{0,39}[A-Z])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=]))?"
     # JSON Web Tokens: two base64url JSON objects and a signature.
     r"|eyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]*"
     # Bearer tokens (any case; a token has a digit, "the bearer of" does not).

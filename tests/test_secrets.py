@@ -52,6 +52,8 @@ POSITIVE = [
      AWS_SECRET),
     (f"export AWS_SECRET_ACCESS_KEY={AWS_SECRET}", AWS_SECRET),
     ("AKIAIOSFODNN7EXAMPLE", "AKIAIOSFODNN7EXAMPLE"),
+    (f"Access key ID,Secret access key\nAKIAIOSFODNN7EXAMPLE,{AWS_SECRET}", AWS_SECRET),
+    (f"id AKIAIOSFODNN7EXAMPLE secret {AWS_SECRET} region eu-west-1", AWS_SECRET),
     ("authorization: bearer abc123def456ghi789", "abc123def456ghi789"),
     ("Bearer ya29.a0AfH6SMBx3-abc_def", "ya29.a0AfH6SMBx3-abc_def"),
     ("Authorization: Basic dXNlcjpwYXNzd29yZA==", "dXNlcjpwYXNzd29yZA=="),
@@ -82,6 +84,7 @@ NEGATIVE = [
     "123e4567-e89b-12d3-a456-426614174000",  # UUID
     "da39a3ee5e6b4b0d3255bfef95601890afd80709",  # git SHA-1
     "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",  # sha256 hex
+    "build da39a3ee5e6b4b0d3255bfef95601890afd80709 of AKIA-style docs",  # no key id, a SHA
     "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=",  # sha256 base64
     "SGVsbG8sIHdvcmxkISBUaGlzIGlzIG9yZGluYXJ5IGJhc2U2NCB0ZXh0Lg==",  # ordinary base64 text
     "/usr/local/lib/python3.11/site-packages/langchain_core/runnables",  # a path
