@@ -146,9 +146,10 @@ def _has_pair(text: str) -> bool:
     return False
 
 
-# A pair can only name a secret if one of these is in the text (case folded).
+# A pair can only name a secret if one of these is in the text (case folded): every word the
+# key rule accepts contains one.
 _KEY_FRAGMENTS = ("pass", "pwd", "secret", "token", "key", "auth", "credential", "cookie",
-                  "signature", "jwt", "otp")
+                  "signature", "jwt", "otp", "bearer")
 
 
 def _may_hold_pair(text: str) -> bool:

@@ -77,6 +77,8 @@ POSITIVE = [
     ('{"password": "hunter2-pw"}', "hunter2-pw"),
     ("DB_PASSWORD=hunter2", "hunter2"),
     ("auth=letmein42", "letmein42"),
+    ('{"bearer": "opaque-value"}', "opaque-value"),
+    ("otp=492011", "492011"),
     ("credentials: admin:admin123", "admin:admin123"),
 ]
 
@@ -209,3 +211,12 @@ def test_tool_description_is_scrubbed(tracing: Any) -> None:
     description = tracing.one("execute_tool lookup").attributes[attr.GEN_AI_TOOL_DESCRIPTION]
     assert "pa55w0rd" not in description and "Z9y8X7w6V5u4T3s2R1q0" not in description
     assert description.startswith("Looks things up at https://svc:")
+
+
+def test_the_pair_pre_check_never_hides_a_secret_key() -> None:
+    """Every key the key rule calls secret contains a fragment the cheap pre-check looks for."""
+    from otel_callbacks import masking
+
+    words = [*masking._SECRET_WORDS, *masking._SECRET_PAIRS, *SECRET_KEYS]
+    for word in words:
+        assert any(fragment in word.lower() for fragment in masking._KEY_FRAGMENTS), word
