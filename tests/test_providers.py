@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
+from importlib.metadata import version
 from typing import Any
 
 import pytest
@@ -39,10 +40,17 @@ WEATHER_CALL = {"id": "call_abc123", "name": "get_weather", "arguments": {"city"
 
 
 def message_text(message: Any) -> str:
-    """A message's text on every LangChain line: a property from langchain-core 1.0, a method
-    before it."""
+    """A message's text: a method in langchain-core 0.3, a ``str`` property in 1.x."""
     text = message.text
-    return text() if callable(text) else text
+    return text if isinstance(text, str) else text()
+
+
+def reports_full_usage(package: str) -> bool:
+    """The 0.3 clients the compat line resolves (langchain-openai 0.3.13, langchain-anthropic
+    0.3.11) report less: no cached or reasoning token details from the Responses API, and a
+    streamed Anthropic message adds up the usage of message_start and message_delta.
+    The span carries what LangChain reports, so those figures are checked from 1.0 on."""
+    return int(version(package).split(".")[0]) >= 1
 
 
 def get_weather(city: str) -> str:
@@ -237,8 +245,9 @@ def test_openai_responses_api(tracing: Any, server: WireServer, mode: str) -> No
     assert a[attr.GEN_AI_RESPONSE_MODEL] == "gpt-4o-mini-2024-07-18"
     assert a[attr.GEN_AI_RESPONSE_ID] == ("resp_s1" if streaming else "resp_i1")
     assert (a[attr.GEN_AI_USAGE_INPUT_TOKENS], a[attr.GEN_AI_USAGE_OUTPUT_TOKENS]) == (21, 5)
-    assert a[attr.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] == 16
-    assert a[attr.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] == 2
+    if reports_full_usage("langchain-openai"):
+        assert a[attr.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] == 16
+        assert a[attr.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] == 2
     # A completed response that called a tool, in Chat Completions' words.
     assert a[attr.GEN_AI_RESPONSE_FINISH_REASONS] == ("tool_calls",)
     assert tool_calls_of(span) == [{"type": "tool_call", **WEATHER_CALL}]
@@ -293,10 +302,12 @@ def test_anthropic_messages(tracing: Any, server: WireServer, mode: str) -> None
     # Anthropic's input_tokens leave out cached tokens; the conventions' input count holds them.
     cache_read = ANTHROPIC_USAGE["cache_read_input_tokens"]
     cache_creation = ANTHROPIC_USAGE["cache_creation_input_tokens"]
-    assert a[attr.GEN_AI_USAGE_INPUT_TOKENS] == ANTHROPIC_USAGE["input_tokens"] + cache_read + cache_creation
-    assert a[attr.GEN_AI_USAGE_OUTPUT_TOKENS] == ANTHROPIC_USAGE["output_tokens"]
-    assert a[attr.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] == cache_read
-    assert a[attr.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS] == cache_creation
+    if not streaming or reports_full_usage("langchain-anthropic"):
+        assert a[attr.GEN_AI_USAGE_INPUT_TOKENS] == (ANTHROPIC_USAGE["input_tokens"] + cache_read
+                                                     + cache_creation)
+        assert a[attr.GEN_AI_USAGE_OUTPUT_TOKENS] == ANTHROPIC_USAGE["output_tokens"]
+        assert a[attr.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] == cache_read
+        assert a[attr.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS] == cache_creation
     assert tool_calls_of(span) == [{"type": "tool_call", "id": "toolu_01A", "name": "get_weather",
                                     "arguments": {"city": "Paris"}}]
     assert a[attr.GEN_AI_RESPONSE_ID] == ("msg_s1" if streaming else "msg_i1")
