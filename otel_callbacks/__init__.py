@@ -1,10 +1,12 @@
 """otel-callbacks: LangChain-style callbacks as OpenTelemetry traces.
 
 Add ``callbacks=[OTelHandler()]`` to a chain, model, tool or agent call and every run becomes
-a span, nested exactly as the runs nest.
+a span, nested exactly as the runs nest. ``use_conversation`` names the conversation and user
+of the runs inside it.
 """
 
 from .context_bridge import run_context
+from .conversation import use_conversation
 from .handler import OTelHandler
 from .handlers import AsyncCallbackHandler, BaseCallbackHandler
 from .manager import (
@@ -32,4 +34,5 @@ __all__ = [
     "BaseCallbackManager", "BaseRunManager", "CallbackManager", "CallbackManagerForChainRun",
     "CallbackManagerForLLMRun", "CallbackManagerForRetrieverRun", "CallbackManagerForToolRun",
     "OTelHandler", "RunManager", "__version__", "run_context",
+    "use_conversation",
 ]

@@ -10,6 +10,12 @@ from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as _g
 from opentelemetry.semconv.attributes import error_attributes as _error
 from opentelemetry.semconv.attributes import server_attributes as _server
 
+try:  # newer than some semconv releases we accept; the fallbacks are the conventions' spelling
+    from opentelemetry.semconv._incubating.attributes import session_attributes as _session
+    from opentelemetry.semconv._incubating.attributes import user_attributes as _user
+except ImportError:  # pragma: no cover - old semconv
+    _session = _user = None  # type: ignore[assignment]
+
 
 def _gen(name: str, fallback: str) -> str:
     # Older semconv releases lack some names; the fallback is the conventions' spelling.
@@ -65,6 +71,11 @@ GEN_AI_TOKEN_TYPE = _gen("GEN_AI_TOKEN_TYPE", "gen_ai.token.type")
 ERROR_TYPE = _error.ERROR_TYPE
 SERVER_ADDRESS = _server.SERVER_ADDRESS
 SERVER_PORT = _server.SERVER_PORT
+
+# Conversation and user of a run tree (conversation.py); never metric attributes.
+GEN_AI_CONVERSATION_ID = _gen("GEN_AI_CONVERSATION_ID", "gen_ai.conversation.id")
+SESSION_ID = getattr(_session, "SESSION_ID", "session.id")
+USER_ID = getattr(_user, "USER_ID", "user.id")
 
 # Operation names (values of gen_ai.operation.name).
 OP_CHAT = "chat"

@@ -34,6 +34,7 @@ from .content import (
     utf8_safe_attributes,
 )
 from .context_bridge import claim_pending_scope
+from .conversation import for_child, for_root
 from .handlers import BaseCallbackHandler
 from .messages import split_system, to_genai_message
 from .metrics import GenAIMetrics, global_provider_set
@@ -146,7 +147,8 @@ class OTelHandler(BaseCallbackHandler):
 
     # --- lifecycle core ------------------------------------------------------------------
     def _start(self, run_id: Any, parent_run_id: Any, run_type: str, name: str,
-               attributes: dict[str, Any], kind: SpanKind = _INTERNAL) -> RunState | None:
+               attributes: dict[str, Any], metadata: Any, kind: SpanKind = _INTERNAL
+               ) -> RunState | None:
         registry = self._registry
         if registry.get(run_id) is not None:
             _log_once("start", "duplicate", logging.DEBUG,
@@ -158,11 +160,14 @@ class OTelHandler(BaseCallbackHandler):
         parent_context: Context | None
         if parent is not None:
             parent_context = parent.context
-        elif parent_run_id is not None:
-            # Parent traced by another handler (or not at all): its span, else the current one.
-            parent_context = active_context(parent_run_id)
+            # Conversation/user ids: the parent's, unless this run's metadata names others.
+            ids = for_child(parent.ids, metadata) if metadata else parent.ids
         else:
-            parent_context = None
+            # Parent traced by another handler (or not at all): its span, else the current one.
+            parent_context = active_context(parent_run_id) if parent_run_id is not None else None
+            ids = for_root(metadata, parent_context)  # once per tree: baggage, then metadata
+        if ids is not None:
+            attributes.update(ids.attributes)
         near_limit = len(attributes) > self._start_rooms[run_type]
         if near_limit:
             attributes = self._budget.fit_start(attributes, run_type)
@@ -172,7 +177,7 @@ class OTelHandler(BaseCallbackHandler):
                                        attributes=utf8_safe_attributes(attributes))
         # The run's context extends its parent's (or the caller's), so baggage flows through.
         state = RunState(run_id, span, trace.set_span_in_context(span, parent_context),
-                         parent.root if parent is not None else None, run_type, time.time_ns())
+                         parent.root if parent is not None else None, run_type, time.time_ns(), ids)
         if near_limit:
             state.near_limit = True
         evicted = registry.add(state)
@@ -261,7 +266,7 @@ class OTelHandler(BaseCallbackHandler):
                 attributes[attr.RUN_NAME] = name
             if self._content.enabled:
                 self._content_attr(attributes, attr.RUN_INPUTS, inputs)
-            state = self._start(run_id, parent_run_id, attr.CHAIN, span_name, attributes)
+            state = self._start(run_id, parent_run_id, attr.CHAIN, span_name, attributes, metadata)
             if state is not None:  # LangGraph's async nodes on Python 3.10 wait for this
                 claim_pending_scope(state.context, attr.CHAIN, parent_run_id)
         except Exception as exc:
@@ -293,7 +298,7 @@ class OTelHandler(BaseCallbackHandler):
         attributes.update(model_attrs)
         if self._content.enabled:
             input_attrs(attributes)
-        state = self._start(run_id, parent_run_id, run_type, span_name, attributes, kind)
+        state = self._start(run_id, parent_run_id, run_type, span_name, attributes, metadata, kind)
         if state is not None:
             if self._model_metrics and (self._metrics is not None or self._metrics_ready()):
                 state.metric_attributes = GenAIMetrics.base_attributes(model_attrs)
@@ -414,7 +419,7 @@ class OTelHandler(BaseCallbackHandler):
             attributes.update(tool_attrs)
             self._content_attr(attributes, attr.GEN_AI_TOOL_CALL_ARGUMENTS,
                                inputs if inputs is not None else input_str)
-            state = self._start(run_id, parent_run_id, attr.TOOL, span_name, attributes)
+            state = self._start(run_id, parent_run_id, attr.TOOL, span_name, attributes, metadata)
             if state is not None and (self._metrics is not None or self._metrics_ready()):
                 state.metric_attributes = GenAIMetrics.tool_attributes(tool_attrs)
         except Exception as exc:
@@ -446,7 +451,7 @@ class OTelHandler(BaseCallbackHandler):
             attributes[attr.GEN_AI_OPERATION_NAME] = attr.OP_RETRIEVAL
             self._content_attr(attributes, attr.GEN_AI_RETRIEVAL_QUERY_TEXT, query)
             state = self._start(run_id, parent_run_id, attr.RETRIEVER, f"{attr.OP_RETRIEVAL} {name}",
-                                attributes)
+                                attributes, metadata)
             if state is not None:
                 claim_pending_scope(state.context, attr.RETRIEVER)
         except Exception as exc:
