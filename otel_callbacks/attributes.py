@@ -101,6 +101,17 @@ RUN_OUTPUTS = "langchain.run.outputs"
 LLM_TOKEN_COUNT = "langchain.llm.token_count"
 LLM_RETRY_COUNT = "langchain.run.retry_count"
 RETRIEVAL_DOCUMENT_COUNT = "langchain.retriever.document_count"
+# Why a span links to another: a resumed run to the run it continues (resume.py).
+LINK_REASON = "langchain.link.reason"
+LINK_MATCHED_BY = "langchain.link.matched_by"
+LINK_REASON_RESUME = "resume"
+# LangGraph's interrupts and resumes (resume.py).
+GRAPH_RESUMED = "langgraph.resumed"
+CHECKPOINT_ID = "langgraph.checkpoint.id"
+THREAD_ID = "langgraph.thread.id"
+INTERRUPT_STATUS = "langgraph.interrupt.status"
+INTERRUPT_COUNT = "langgraph.interrupt.count"
+INTERRUPT_IDS = "langgraph.interrupt.ids"
 
 # Span event names.
 EVENT_FIRST_TOKEN = "gen_ai.first_token"
@@ -111,6 +122,8 @@ EVENT_AGENT_ACTION = "langchain.agent.action"
 EVENT_AGENT_FINISH = "langchain.agent.finish"
 EVENT_CUSTOM = "langchain.custom_event"
 EVENT_ORPHANED = "langchain.run.orphaned"
+EVENT_INTERRUPT = "langgraph.interrupt"
+EVENT_RESUME = "langgraph.resume"
 
 # Run types, as LangChain names them.
 CHAIN = "chain"

@@ -24,7 +24,7 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
 
 from . import attributes as attr
-from . import context_bridge, mapping
+from . import context_bridge, mapping, resume
 from .budget import AttributeBudget, span_attribute_limit
 from .content import (
     DEFAULT_MAX_LENGTH,
@@ -192,6 +192,11 @@ class OTelHandler(BaseCallbackHandler):
             _log_once("end", "unknown run", logging.DEBUG, "end/error for unknown run %s ignored", run_id)
             return None
         try:
+            if state.ids is not None:
+                if error is not None:
+                    resume.on_error(state, error)  # an interrupt: remember where the thread stopped
+                if resume.expected:
+                    resume.settle(run_id, state)  # a resume no LangGraph event linked: by thread
             if state.root is state and state.descendants:
                 # Runs still open under an ending root (e.g. the model of an abandoned chain
                 # stream, whose own GeneratorExit comes later): ended now, keeping their data.
@@ -269,6 +274,8 @@ class OTelHandler(BaseCallbackHandler):
             state = self._start(run_id, parent_run_id, attr.CHAIN, span_name, attributes, metadata)
             if state is not None:  # LangGraph's async nodes on Python 3.10 wait for this
                 claim_pending_scope(state.context, attr.CHAIN, parent_run_id)
+                if state.ids is not None and inputs.__class__ is not dict:
+                    resume.on_chain_start(state, inputs)  # Command(resume=...) expects a link
         except Exception as exc:
             _skipped(self, "on_chain_start", exc)
 
@@ -524,6 +531,19 @@ class OTelHandler(BaseCallbackHandler):
         attributes: dict[str, Any] = {"name": scrub_secrets(str(name))[:256]}  # exported always
         self._content_attr(attributes, "data", data)
         self._event(run_id, attr.EVENT_CUSTOM, attributes)
+
+    # --- LangGraph lifecycle (GraphCallbackHandler's events, where LangGraph has them) -----
+    @_guarded
+    def on_interrupt(self, event: Any) -> None:
+        resume.on_interrupt(self._registry.get(getattr(event, "run_id", None)), event)
+
+    @_guarded
+    def on_resume(self, event: Any) -> None:
+        resume.on_resume(self._registry.get(getattr(event, "run_id", None)), event)
+
+
+# LangGraph sends on_interrupt / on_resume only to instances of its GraphCallbackHandler.
+resume.adopt_graph_lifecycle(OTelHandler)
 
 
 def _note_stream_usage(state: RunState, chunk: Any) -> None:
