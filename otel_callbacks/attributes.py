@@ -77,6 +77,12 @@ GEN_AI_CONVERSATION_ID = _gen("GEN_AI_CONVERSATION_ID", "gen_ai.conversation.id"
 SESSION_ID = getattr(_session, "SESSION_ID", "session.id")
 USER_ID = getattr(_user, "USER_ID", "user.id")
 
+# Evaluations of a finished run (evaluation.py).
+GEN_AI_EVALUATION_NAME = _gen("GEN_AI_EVALUATION_NAME", "gen_ai.evaluation.name")
+GEN_AI_EVALUATION_SCORE_VALUE = _gen("GEN_AI_EVALUATION_SCORE_VALUE", "gen_ai.evaluation.score.value")
+GEN_AI_EVALUATION_SCORE_LABEL = _gen("GEN_AI_EVALUATION_SCORE_LABEL", "gen_ai.evaluation.score.label")
+GEN_AI_EVALUATION_EXPLANATION = _gen("GEN_AI_EVALUATION_EXPLANATION", "gen_ai.evaluation.explanation")
+
 # Operation names (values of gen_ai.operation.name).
 OP_CHAT = "chat"
 OP_TEXT_COMPLETION = "text_completion"
@@ -101,10 +107,12 @@ RUN_OUTPUTS = "langchain.run.outputs"
 LLM_TOKEN_COUNT = "langchain.llm.token_count"
 LLM_RETRY_COUNT = "langchain.run.retry_count"
 RETRIEVAL_DOCUMENT_COUNT = "langchain.retriever.document_count"
-# Why a span links to another: a resumed run to the run it continues (resume.py).
+# Why a span links to another: a resumed run to the run it continues (resume.py), an
+# evaluation to the run it evaluates (evaluation.py).
 LINK_REASON = "langchain.link.reason"
 LINK_MATCHED_BY = "langchain.link.matched_by"
 LINK_REASON_RESUME = "resume"
+LINK_REASON_EVALUATION = "evaluation"
 # LangGraph's interrupts and resumes (resume.py).
 GRAPH_RESUMED = "langgraph.resumed"
 CHECKPOINT_ID = "langgraph.checkpoint.id"

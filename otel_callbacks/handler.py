@@ -35,6 +35,7 @@ from .content import (
 )
 from .context_bridge import claim_pending_scope
 from .conversation import for_child, for_root
+from .evaluation import remember_root
 from .handlers import BaseCallbackHandler
 from .messages import split_system, to_genai_message
 from .metrics import GenAIMetrics, global_provider_set
@@ -197,12 +198,15 @@ class OTelHandler(BaseCallbackHandler):
                     resume.on_error(state, error)  # an interrupt: remember where the thread stopped
                 if resume.expected:
                     resume.settle(run_id, state)  # a resume no LangGraph event linked: by thread
-            if state.root is state and state.descendants:
-                # Runs still open under an ending root (e.g. the model of an abandoned chain
-                # stream, whose own GeneratorExit comes later): ended now, keeping their data.
-                abandoned = isinstance(error, mapping.ABANDONMENT)
-                _finish_all(self._registry.pop_descendants(state), self._metrics,
-                            _abandoned_orphan_marks if abandoned else _orphan_marks, self._budget)
+            if state.root is state:
+                if state.descendants:
+                    # Runs still open under an ending root (e.g. the model of an abandoned chain
+                    # stream, whose own GeneratorExit comes later): ended now, keeping their data.
+                    abandoned = isinstance(error, mapping.ABANDONMENT)
+                    _finish_all(self._registry.pop_descendants(state), self._metrics,
+                                _abandoned_orphan_marks if abandoned else _orphan_marks,
+                                self._budget)
+                remember_root(run_id, state.span.get_span_context(), state.ids, self._tracer)
         finally:
             _finish(state, self._metrics, attributes, error, self._budget)
         return state
