@@ -116,6 +116,27 @@ def test_each_resume_links_to_the_turn_it_continues(tracing: Tracing) -> None:
     assert_no_errors(tracing)
 
 
+def test_resume_after_a_breakpoint_links_too(tracing: Tracing) -> None:
+    from langgraph.checkpoint.memory import MemorySaver
+    from langgraph.graph import END, START, StateGraph
+
+    g = StateGraph(State)
+    g.add_node("draft", lambda s: {"log": s["log"] + ["draft"]})
+    g.add_node("send", lambda s: {"log": s["log"] + ["send"]})
+    g.add_edge(START, "draft")
+    g.add_edge("draft", "send")
+    g.add_edge("send", END)
+    app = g.compile(checkpointer=MemorySaver(), interrupt_before=["send"])
+    config = {"callbacks": [tracing.handler()], "configurable": {"thread_id": f"t-{uuid.uuid4()}"}}
+    assert app.invoke({"n": 0, "log": []}, config)["log"] == ["draft"]
+    assert app.invoke(None, config)["log"] == ["draft", "send"]  # continue past the breakpoint
+    interrupted, resumed = roots(tracing)
+    assert_links_to(resumed, interrupted, "checkpoint_id")
+    (event,) = [e for e in interrupted.events if e.name == attr.EVENT_INTERRUPT]
+    assert event.attributes[attr.INTERRUPT_STATUS] == "interrupt_before"
+    assert_no_errors(tracing)
+
+
 def test_a_new_turn_is_not_a_resume(tracing: Tracing) -> None:
     from langgraph.checkpoint.memory import MemorySaver
 
