@@ -113,7 +113,9 @@ def on_interrupt(state: Any, event: Any) -> None:
     """LangGraph's ``on_interrupt``: an event on the interrupted run's span; remember it."""
     if state is None:
         return
-    interrupts = getattr(event, "interrupts", None) or ()
+    interrupts = getattr(event, "interrupts", None)
+    if not isinstance(interrupts, (tuple, list)):
+        interrupts = ()
     ids = [i for i in (getattr(it, "id", None) for it in interrupts) if isinstance(i, str)]
     checkpoint_id = getattr(event, "checkpoint_id", None)
     attributes: dict[str, Any] = {attr.INTERRUPT_COUNT: len(interrupts)}

@@ -12,10 +12,10 @@ import pytest
 from conftest import RunRecorder, Tracing, assert_span_tree_matches
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import StatusCode
+from test_instrumentation import instrumented  # noqa: F401 - the fixture
 
 from otel_callbacks import OTelHandler, resume
 from otel_callbacks import attributes as attr
-from otel_callbacks.instrumentation import OTelCallbacksInstrumentor
 
 
 class State(TypedDict):
@@ -148,16 +148,6 @@ def test_a_new_turn_is_not_a_resume(tracing: Tracing) -> None:
     assert not second.links and attr.GRAPH_RESUMED not in second.attributes
 
 
-@pytest.fixture
-def instrumented(tracing: Tracing) -> Any:
-    instrumentor = OTelCallbacksInstrumentor()
-    instrumentor.instrument(tracer_provider=tracing.provider)
-    try:
-        yield instrumentor
-    finally:
-        instrumentor.uninstrument()
-
-
 def test_without_lifecycle_events_resume_links_by_thread(tracing: Tracing, instrumented: Any) -> None:
     """The instrumentor's handler is not in config["callbacks"], so LangGraph sends it no
     on_interrupt/on_resume (as releases without them): the thread id still links the runs."""
@@ -201,17 +191,6 @@ def test_handler_receives_langgraphs_lifecycle_events(tracing: Tracing) -> None:
 
     assert isinstance(tracing.handler(), GraphCallbackHandler)
     assert issubclass(OTelHandler, GraphCallbackHandler)
-
-
-def _interrupted_turn(handler: OTelHandler, thread: str, interrupt: BaseException) -> None:
-    """What LangGraph reports for an interrupted invocation, without its lifecycle events."""
-    root, node = uuid.uuid4(), uuid.uuid4()
-    metadata = {"thread_id": thread}
-    handler.on_chain_start(None, {"n": 1}, run_id=root, metadata=metadata, name="LangGraph")
-    handler.on_chain_start(None, {"n": 1}, run_id=node, parent_run_id=root,
-                           metadata={**metadata, "langgraph_node": "ask"}, name="ask")
-    handler.on_chain_error(interrupt, run_id=node, parent_run_id=root)
-    handler.on_chain_end({"n": 1}, run_id=root)
 
 
 def test_memory_is_bounded_under_100k_threads(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -315,3 +294,23 @@ def test_interrupt_memory_prefers_the_checkpoint_and_evicts_the_oldest() -> None
         memory.remember(None, ctx(10 + n), f"cp-new-{n}")
     assert memory.find("cp-1", None) is None and memory.find("cp-2", None) is None
     assert memory.find("cp-new-0", None) == (ctx(10), "checkpoint_id")
+
+
+def test_odd_lifecycle_events_are_ignored(tracing: Tracing) -> None:
+    """Unknown runs, missing fields, wrong types: no exception, no span changed."""
+    from langgraph.callbacks import GraphInterruptEvent, GraphResumeEvent
+
+    handler = tracing.handler()
+    handler.raise_error = True  # a tracing bug would surface here instead of being logged
+    run_id = uuid.uuid4()
+    handler.on_chain_start(None, {"n": 1}, run_id=run_id, metadata={"thread_id": 7}, name="g")
+    for event in (None, object(), GraphResumeEvent(uuid.uuid4(), "pending", "cp", ()),
+                  GraphInterruptEvent(run_id, "pending", None, None, None),  # type: ignore[arg-type]
+                  GraphResumeEvent(run_id, "pending", 12, ("sub",))):  # type: ignore[arg-type]
+        handler.on_interrupt(event)
+        handler.on_resume(event)
+    handler.on_chain_end({}, run_id=run_id)
+    (span,) = tracing.spans()
+    assert [e.name for e in span.events] == [attr.EVENT_INTERRUPT, attr.EVENT_RESUME,
+                                             attr.EVENT_INTERRUPT, attr.EVENT_RESUME]
+    assert span.attributes[attr.GEN_AI_CONVERSATION_ID] == "7"
