@@ -261,14 +261,25 @@ def test_metrics_never_carry_conversation_or_user(tracing: Tracing) -> None:
         FakeChat().invoke("hi", {"callbacks": [handler], "metadata": {"thread_id": "t-metrics",
                                                                       "user_id": "u-meta"}})
     FakeChat().invoke("hi", {"callbacks": [handler], "metadata": {"session_id": "s-metrics"}})
+
+    @tool
+    def add(a: int, b: int) -> int:
+        """Add two numbers."""
+        return a + b
+
+    add.invoke({"a": 1, "b": 2}, {"callbacks": [handler], "metadata": {"thread_id": "t-metrics"}})
     spans = tracing.spans()
-    assert {s.attributes.get(CONV) for s in spans} == {"c-metrics", "s-metrics"}  # spans have them
+    assert {s.attributes.get(CONV) for s in spans} == {"c-metrics", "s-metrics", "t-metrics"}
     data = reader.get_metrics_data()
     points = [p for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
               for p in m.data.data_points]
-    durations = [p for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
-                 if m.name == "gen_ai.client.operation.duration" for p in m.data.data_points]
-    assert sum(p.count for p in durations) == 2 and len(points) >= 3  # + input/output tokens
+    def counts(name: str) -> int:
+        return sum(p.count for rm in data.resource_metrics for sm in rm.scope_metrics
+                   for m in sm.metrics if m.name == name for p in m.data.data_points)
+
+    assert counts("gen_ai.client.operation.duration") == 2  # the two model calls
+    assert counts("langchain.tool.duration") == 1  # the tool call
+    assert len(points) >= 4  # and their token usage
     ids = {"c-metrics", "u-metrics", "t-metrics", "u-meta", "s-metrics"}
     for point in points:
         assert not set(point.attributes) & {CONV, SESSION, USER}, dict(point.attributes)
