@@ -299,8 +299,8 @@ def test_session_id_exported_while_a_secret_in_the_same_metadata_is_masked(traci
         assert attrs["langchain.metadata.api_key"] == "[REDACTED]"
         assert attrs["langchain.metadata.note"] == "[REDACTED]"
         assert not any(secret in str(v) for v in attrs.values()), span.name
-        for key in ("thread_id", "conversation_id", "user_id"):
-            assert attrs["langchain.metadata." + key] == metadata[key]
+        for key in ("session_id", "thread_id", "conversation_id", "user_id"):
+            assert attrs["langchain.metadata." + key] == metadata[key]  # identifiers, not masked
 
 
 def test_a_credential_shaped_id_is_never_exported(tracing: Tracing) -> None:
