@@ -10,6 +10,12 @@ from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as _g
 from opentelemetry.semconv.attributes import error_attributes as _error
 from opentelemetry.semconv.attributes import server_attributes as _server
 
+try:  # newer than some semconv releases we accept; the fallbacks are the conventions' spelling
+    from opentelemetry.semconv._incubating.attributes import session_attributes as _session
+    from opentelemetry.semconv._incubating.attributes import user_attributes as _user
+except ImportError:  # pragma: no cover - old semconv
+    _session = _user = None  # type: ignore[assignment]
+
 
 def _gen(name: str, fallback: str) -> str:
     # Older semconv releases lack some names; the fallback is the conventions' spelling.
@@ -66,6 +72,17 @@ ERROR_TYPE = _error.ERROR_TYPE
 SERVER_ADDRESS = _server.SERVER_ADDRESS
 SERVER_PORT = _server.SERVER_PORT
 
+# Conversation and user of a run tree (conversation.py); never metric attributes.
+GEN_AI_CONVERSATION_ID = _gen("GEN_AI_CONVERSATION_ID", "gen_ai.conversation.id")
+SESSION_ID = getattr(_session, "SESSION_ID", "session.id")
+USER_ID = getattr(_user, "USER_ID", "user.id")
+
+# Evaluations of a finished run (evaluation.py).
+GEN_AI_EVALUATION_NAME = _gen("GEN_AI_EVALUATION_NAME", "gen_ai.evaluation.name")
+GEN_AI_EVALUATION_SCORE_VALUE = _gen("GEN_AI_EVALUATION_SCORE_VALUE", "gen_ai.evaluation.score.value")
+GEN_AI_EVALUATION_SCORE_LABEL = _gen("GEN_AI_EVALUATION_SCORE_LABEL", "gen_ai.evaluation.score.label")
+GEN_AI_EVALUATION_EXPLANATION = _gen("GEN_AI_EVALUATION_EXPLANATION", "gen_ai.evaluation.explanation")
+
 # Operation names (values of gen_ai.operation.name).
 OP_CHAT = "chat"
 OP_TEXT_COMPLETION = "text_completion"
@@ -90,6 +107,19 @@ RUN_OUTPUTS = "langchain.run.outputs"
 LLM_TOKEN_COUNT = "langchain.llm.token_count"
 LLM_RETRY_COUNT = "langchain.run.retry_count"
 RETRIEVAL_DOCUMENT_COUNT = "langchain.retriever.document_count"
+# Why a span links to another: a resumed run to the run it continues (resume.py), an
+# evaluation to the run it evaluates (evaluation.py).
+LINK_REASON = "langchain.link.reason"
+LINK_MATCHED_BY = "langchain.link.matched_by"
+LINK_REASON_RESUME = "resume"
+LINK_REASON_EVALUATION = "evaluation"
+# LangGraph's interrupts and resumes (resume.py).
+GRAPH_RESUMED = "langgraph.resumed"
+CHECKPOINT_ID = "langgraph.checkpoint.id"
+THREAD_ID = "langgraph.thread.id"
+INTERRUPT_STATUS = "langgraph.interrupt.status"
+INTERRUPT_COUNT = "langgraph.interrupt.count"
+INTERRUPT_IDS = "langgraph.interrupt.ids"
 
 # Span event names.
 EVENT_FIRST_TOKEN = "gen_ai.first_token"
@@ -100,6 +130,8 @@ EVENT_AGENT_ACTION = "langchain.agent.action"
 EVENT_AGENT_FINISH = "langchain.agent.finish"
 EVENT_CUSTOM = "langchain.custom_event"
 EVENT_ORPHANED = "langchain.run.orphaned"
+EVENT_INTERRUPT = "langgraph.interrupt"
+EVENT_RESUME = "langgraph.resume"
 
 # Run types, as LangChain names them.
 CHAIN = "chain"

@@ -24,7 +24,7 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
 
 from . import attributes as attr
-from . import context_bridge, mapping
+from . import context_bridge, mapping, resume
 from .budget import AttributeBudget
 from .content import (
     DEFAULT_MAX_LENGTH,
@@ -34,6 +34,8 @@ from .content import (
     utf8_safe_attributes,
 )
 from .context_bridge import claim_pending_scope
+from .conversation import for_child, for_root
+from .evaluation import remember_root
 from .handlers import BaseCallbackHandler
 from .messages import split_system, to_genai_message
 from .metrics import GenAIMetrics, global_provider_set
@@ -146,7 +148,8 @@ class OTelHandler(BaseCallbackHandler):
 
     # --- lifecycle core ------------------------------------------------------------------
     def _start(self, run_id: Any, parent_run_id: Any, run_type: str, name: str,
-               attributes: dict[str, Any], kind: SpanKind = _INTERNAL) -> RunState | None:
+               attributes: dict[str, Any], metadata: Any, kind: SpanKind = _INTERNAL
+               ) -> RunState | None:
         registry = self._registry
         if registry.get(run_id) is not None:
             _log_once("start", "duplicate", logging.DEBUG,
@@ -158,11 +161,14 @@ class OTelHandler(BaseCallbackHandler):
         parent_context: Context | None
         if parent is not None:
             parent_context = parent.context
-        elif parent_run_id is not None:
-            # Parent traced by another handler (or not at all): its span, else the current one.
-            parent_context = active_context(parent_run_id)
+            # Conversation/user ids: the parent's, unless this run's metadata names others.
+            ids = for_child(parent.ids, metadata) if metadata else parent.ids
         else:
-            parent_context = None
+            # Parent traced by another handler (or not at all): its span, else the current one.
+            parent_context = active_context(parent_run_id) if parent_run_id is not None else None
+            ids = for_root(metadata, parent_context)  # once per tree: baggage, then metadata
+        if ids is not None:
+            attributes.update(ids.attributes)
         near_limit = len(attributes) > self._start_rooms[run_type]
         if near_limit:
             attributes = self._budget.fit_start(attributes, run_type)
@@ -172,7 +178,7 @@ class OTelHandler(BaseCallbackHandler):
                                        attributes=utf8_safe_attributes(attributes))
         # The run's context extends its parent's (or the caller's), so baggage flows through.
         state = RunState(run_id, span, trace.set_span_in_context(span, parent_context),
-                         parent.root if parent is not None else None, run_type, time.time_ns())
+                         parent.root if parent is not None else None, run_type, time.time_ns(), ids)
         if near_limit:
             state.near_limit = True
         evicted = registry.add(state)
@@ -187,12 +193,20 @@ class OTelHandler(BaseCallbackHandler):
             _log_once("end", "unknown run", logging.DEBUG, "end/error for unknown run %s ignored", run_id)
             return None
         try:
-            if state.root is state and state.descendants:
-                # Runs still open under an ending root (e.g. the model of an abandoned chain
-                # stream, whose own GeneratorExit comes later): ended now, keeping their data.
-                abandoned = isinstance(error, mapping.ABANDONMENT)
-                _finish_all(self._registry.pop_descendants(state), self._metrics,
-                            _abandoned_orphan_marks if abandoned else _orphan_marks, self._budget)
+            if state.ids is not None:
+                if error is not None:
+                    resume.on_error(state, error)  # an interrupt: remember where the thread stopped
+                if resume.expected:
+                    resume.settle(run_id, state)  # a resume no LangGraph event linked: by thread
+            if state.root is state:
+                if state.descendants:
+                    # Runs still open under an ending root (e.g. the model of an abandoned chain
+                    # stream, whose own GeneratorExit comes later): ended now, keeping their data.
+                    abandoned = isinstance(error, mapping.ABANDONMENT)
+                    _finish_all(self._registry.pop_descendants(state), self._metrics,
+                                _abandoned_orphan_marks if abandoned else _orphan_marks,
+                                self._budget)
+                remember_root(run_id, state.span.get_span_context(), state.ids, self._tracer)
         finally:
             _finish(state, self._metrics, attributes, error, self._budget)
         return state
@@ -261,9 +275,11 @@ class OTelHandler(BaseCallbackHandler):
                 attributes[attr.RUN_NAME] = name
             if self._content.enabled:
                 self._content_attr(attributes, attr.RUN_INPUTS, inputs)
-            state = self._start(run_id, parent_run_id, attr.CHAIN, span_name, attributes)
+            state = self._start(run_id, parent_run_id, attr.CHAIN, span_name, attributes, metadata)
             if state is not None:  # LangGraph's async nodes on Python 3.10 wait for this
                 claim_pending_scope(state.context, attr.CHAIN, parent_run_id)
+                if state.ids is not None and inputs.__class__ is not dict:
+                    resume.on_chain_start(state, inputs)  # Command(resume=...) expects a link
         except Exception as exc:
             _skipped(self, "on_chain_start", exc)
 
@@ -293,7 +309,7 @@ class OTelHandler(BaseCallbackHandler):
         attributes.update(model_attrs)
         if self._content.enabled:
             input_attrs(attributes)
-        state = self._start(run_id, parent_run_id, run_type, span_name, attributes, kind)
+        state = self._start(run_id, parent_run_id, run_type, span_name, attributes, metadata, kind)
         if state is not None:
             if self._model_metrics and (self._metrics is not None or self._metrics_ready()):
                 state.metric_attributes = GenAIMetrics.base_attributes(model_attrs)
@@ -414,7 +430,7 @@ class OTelHandler(BaseCallbackHandler):
             attributes.update(tool_attrs)
             self._content_attr(attributes, attr.GEN_AI_TOOL_CALL_ARGUMENTS,
                                inputs if inputs is not None else input_str)
-            state = self._start(run_id, parent_run_id, attr.TOOL, span_name, attributes)
+            state = self._start(run_id, parent_run_id, attr.TOOL, span_name, attributes, metadata)
             if state is not None and (self._metrics is not None or self._metrics_ready()):
                 state.metric_attributes = GenAIMetrics.tool_attributes(tool_attrs)
         except Exception as exc:
@@ -446,7 +462,7 @@ class OTelHandler(BaseCallbackHandler):
             attributes[attr.GEN_AI_OPERATION_NAME] = attr.OP_RETRIEVAL
             self._content_attr(attributes, attr.GEN_AI_RETRIEVAL_QUERY_TEXT, query)
             state = self._start(run_id, parent_run_id, attr.RETRIEVER, f"{attr.OP_RETRIEVAL} {name}",
-                                attributes)
+                                attributes, metadata)
             if state is not None:
                 claim_pending_scope(state.context, attr.RETRIEVER)
         except Exception as exc:
@@ -519,6 +535,19 @@ class OTelHandler(BaseCallbackHandler):
         attributes: dict[str, Any] = {"name": scrub_secrets(str(name))[:256]}  # exported always
         self._content_attr(attributes, "data", data)
         self._event(run_id, attr.EVENT_CUSTOM, attributes)
+
+    # --- LangGraph lifecycle (GraphCallbackHandler's events, where LangGraph has them) -----
+    @_guarded
+    def on_interrupt(self, event: Any) -> None:
+        resume.on_interrupt(self._registry.get(getattr(event, "run_id", None)), event)
+
+    @_guarded
+    def on_resume(self, event: Any) -> None:
+        resume.on_resume(self._registry.get(getattr(event, "run_id", None)), event)
+
+
+# LangGraph sends on_interrupt / on_resume only to instances of its GraphCallbackHandler.
+resume.adopt_graph_lifecycle(OTelHandler)
 
 
 def _note_stream_usage(state: RunState, chunk: Any) -> None:

@@ -12,10 +12,13 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry.context import Context
 from opentelemetry.trace import Span
+
+if TYPE_CHECKING:
+    from .conversation import RunIds
 
 # Process-wide run id -> Context holding that run's span, shared by every OTelHandler so the
 # context bridge finds a run's span even when the handler was a constructor (local) callback.
@@ -36,14 +39,15 @@ class RunState:
 
     ``run_id`` becomes ``FORGOTTEN`` once the registry drops the run (ended, evicted, orphaned).
     ``near_limit``: the span started close to its attribute limit (see ``budget.py``).
+    ``ids``: the conversation/user ids of its tree (``conversation.RunIds``), shared by reference.
     """
 
     __slots__ = ("run_id", "span", "context", "root", "run_type", "descendants",
                  "token_count", "first_chunk_ns", "start_ns", "metric_attributes", "retries",
-                 "near_limit", "stream_usage")
+                 "near_limit", "stream_usage", "ids")
 
     def __init__(self, run_id: Any, span: Span, context: Context, root: RunState | None,
-                 run_type: str, start_ns: int) -> None:
+                 run_type: str, start_ns: int, ids: RunIds | None = None) -> None:
         self.run_id = run_id
         self.span = span
         self.context = context
@@ -59,6 +63,7 @@ class RunState:
         # [input, output] tokens reported by streamed chunks: kept for a run that never gets
         # its own end (orphaned, evicted, closed), whose end would have carried the total.
         self.stream_usage: list[int] | None = None
+        self.ids = ids
 
 
 class RunRegistry:

@@ -1,9 +1,10 @@
 """Process A of the cross-process test: a chain whose tool calls service B over HTTP.
 
-    python service_a.py <otlp-http-traces-endpoint> <service-b-base-url>
+    python service_a.py <otlp-http-traces-endpoint> <service-b-base-url> [conversation-id user-id]
 
-The tool injects the current W3C trace context into the request headers. Prints one JSON
-line: the runs LangChain reported here, the headers sent, and B's reply.
+The tool injects the current W3C context (trace context and baggage) into the request headers.
+With a conversation id, the run happens inside ``use_conversation``, so the ids travel to B as
+baggage. Prints one JSON line: the runs LangChain reported here, the headers sent, B's reply.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-from otel_callbacks import OTelHandler
+from otel_callbacks import OTelHandler, use_conversation
 
 
 class Runs(BaseCallbackHandler):
@@ -41,7 +42,8 @@ class Runs(BaseCallbackHandler):
         self._start("tool", run_id, parent_run_id, kw)
 
 
-def main(endpoint: str, b_url: str) -> None:
+def main(endpoint: str, b_url: str, conversation_id: str | None = None,
+         user_id: str | None = None) -> None:
     provider = TracerProvider(resource=Resource.create({"service.name": "e2e-service-a"}))
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, timeout=10)))
     sent: dict = {}
@@ -63,8 +65,9 @@ def main(endpoint: str, b_url: str) -> None:
     app = RunnableLambda(service_a_app).with_config(run_name="service_a_app")
     runs = Runs()
     root_run_id = uuid.uuid4()
-    answer = app.invoke("Oslo tomorrow?", config={
-        "callbacks": [runs, OTelHandler(tracer_provider=provider)], "run_id": root_run_id})
+    with use_conversation(conversation_id, user_id=user_id):
+        answer = app.invoke("Oslo tomorrow?", config={
+            "callbacks": [runs, OTelHandler(tracer_provider=provider)], "run_id": root_run_id})
     assert provider.force_flush(30_000), "flush failed"
     provider.shutdown()
     print(json.dumps({"answer": answer, "root_run_id": str(root_run_id), "runs": runs.runs,
@@ -72,4 +75,4 @@ def main(endpoint: str, b_url: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(*sys.argv[1:5])

@@ -1,4 +1,5 @@
-"""W3C trace context across two processes: A's tool calls B over HTTP; B continues A's trace."""
+"""W3C context across two processes: A's tool calls B over HTTP; B continues A's trace, and the
+conversation A set (use_conversation, as W3C baggage) is on B's spans too."""
 
 from __future__ import annotations
 
@@ -7,11 +8,16 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
 
 from .checks import RUN_ID, RUN_TYPE
+
+CONVERSATION_ID = "gen_ai.conversation.id"
+SESSION_ID = "session.id"
+USER_ID = "user.id"
 
 pytestmark = pytest.mark.e2e
 
@@ -53,8 +59,10 @@ def service_b(running_phoenix):
 
 def test_trace_continues_in_the_called_process(running_phoenix, service_b):
     phoenix = running_phoenix
+    conversation, user = f"conv-{uuid.uuid4()}", "user-e2e-7"
     result = subprocess.run(
-        [sys.executable, str(HERE / "service_a.py"), phoenix.otlp_http_endpoint, service_b],
+        [sys.executable, str(HERE / "service_a.py"), phoenix.otlp_http_endpoint, service_b,
+         conversation, user],
         capture_output=True, text=True, timeout=120, env=_env(),
     )
     assert result.returncode == 0, result.stderr
@@ -92,3 +100,13 @@ def test_trace_continues_in_the_called_process(running_phoenix, service_b):
     b_children = [s for s in spans if s["parent_id"] == b_root["context"]["span_id"]]
     assert {s["attributes"][RUN_TYPE] for s in b_children} == {"chain", "chat_model"}
     assert len(spans) == 6, sorted(s["name"] for s in spans)
+
+    # The conversation A set crossed the hop as baggage: every span of both processes has it.
+    assert conversation in out["sent_headers"].get("baggage", ""), out["sent_headers"]
+    for span in sorted(spans, key=lambda s: s["start_time"]):
+        attributes = span["attributes"]
+        print(f"{span['name']:<32} {attributes.get(RUN_TYPE):<11} "
+              f"{CONVERSATION_ID}={attributes.get(CONVERSATION_ID)} {USER_ID}={attributes.get(USER_ID)}")
+        assert attributes.get(CONVERSATION_ID) == conversation, span["name"]
+        assert attributes.get(SESSION_ID) == conversation, span["name"]
+        assert attributes.get(USER_ID) == user, span["name"]
