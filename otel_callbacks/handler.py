@@ -14,7 +14,7 @@ import threading
 import time
 import traceback
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -40,6 +40,7 @@ from .handlers import BaseCallbackHandler
 from .messages import split_system, to_genai_message
 from .metrics import GenAIMetrics, global_provider_set
 from .registry import _ACTIVE_CONTEXTS, FORGOTTEN, RunRegistry, RunState, active_context
+from .stream_usage import StreamUsage
 from .version import __version__
 
 logger = logging.getLogger("otel_callbacks")
@@ -551,17 +552,14 @@ resume.adopt_graph_lifecycle(OTelHandler)
 
 
 def _note_stream_usage(state: RunState, chunk: Any) -> None:
-    """Add up the usage a streamed chunk reports (as LangChain's chunk merge does)."""
+    """Tally the usage a streamed chunk reports (see ``stream_usage.py``)."""
     usage = getattr(getattr(chunk, "message", None), "usage_metadata", None)
-    if not usage:
+    if not usage or not isinstance(usage, Mapping):
         return
     seen = state.stream_usage
     if seen is None:
-        seen = state.stream_usage = [0, 0]
-    for index, key in enumerate(("input_tokens", "output_tokens")):
-        count = usage.get(key)
-        if isinstance(count, int) and not isinstance(count, bool):
-            seen[index] += count
+        seen = state.stream_usage = StreamUsage()
+    seen.add(usage)
 
 
 def _finish(state: RunState, metrics: GenAIMetrics | None,
@@ -576,13 +574,8 @@ def _finish(state: RunState, metrics: GenAIMetrics | None,
             span.set_attribute(attr.LLM_TOKEN_COUNT, state.token_count)
             span.set_attribute(attr.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK,
                                (state.first_chunk_ns - state.start_ns) / 1e9)
-        usage = state.stream_usage
-        if usage is not None and (attributes is None or (
-                attr.GEN_AI_USAGE_INPUT_TOKENS not in attributes
-                and attr.GEN_AI_USAGE_OUTPUT_TOKENS not in attributes)):
-            # No end event reported the total: keep what the stream reported so far.
-            attributes = {**(attributes or {}), attr.GEN_AI_USAGE_INPUT_TOKENS: usage[0],
-                          attr.GEN_AI_USAGE_OUTPUT_TOKENS: usage[1]}
+        if state.stream_usage is not None:
+            attributes = state.stream_usage.settle(attributes, state)
         if state.near_limit and budget is not None:
             # token count and time to first chunk are already on the span
             attributes = budget.fit_end(span, attributes, error is not None)

@@ -435,6 +435,20 @@ def first_generation_message(response: Any) -> tuple[Any, Any]:
     return generation, _get(generation, "message")
 
 
+def usage_attributes(usage: Mapping[str, Any], attrs: dict[str, Any]) -> dict[str, Any]:
+    """The token counts of LangChain's ``usage_metadata`` (a message's or a chunk's) into ``attrs``."""
+    _int(attrs, attr.GEN_AI_USAGE_INPUT_TOKENS, usage.get("input_tokens"))
+    _int(attrs, attr.GEN_AI_USAGE_OUTPUT_TOKENS, usage.get("output_tokens"))
+    details = usage.get("input_token_details")
+    if isinstance(details, Mapping):
+        _int(attrs, attr.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, details.get("cache_read"))
+        _int(attrs, attr.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS, details.get("cache_creation"))
+    details = usage.get("output_token_details")
+    if isinstance(details, Mapping):
+        _int(attrs, attr.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, details.get("reasoning"))
+    return attrs
+
+
 def response_attributes(response: Any) -> dict[str, Any]:
     """Usage, response model/id and finish reasons from an LLMResult (or a dict of one)."""
     attrs: dict[str, Any] = {}
@@ -443,15 +457,7 @@ def response_attributes(response: Any) -> dict[str, Any]:
     llm_output = _get(response, "llm_output")
     llm_output = llm_output if isinstance(llm_output, Mapping) else {}
     if isinstance(usage, Mapping):
-        _int(attrs, attr.GEN_AI_USAGE_INPUT_TOKENS, usage.get("input_tokens"))
-        _int(attrs, attr.GEN_AI_USAGE_OUTPUT_TOKENS, usage.get("output_tokens"))
-        details = usage.get("input_token_details")
-        if isinstance(details, Mapping):
-            _int(attrs, attr.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, details.get("cache_read"))
-            _int(attrs, attr.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS, details.get("cache_creation"))
-        details = usage.get("output_token_details")
-        if isinstance(details, Mapping):
-            _int(attrs, attr.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, details.get("reasoning"))
+        usage_attributes(usage, attrs)
     else:
         token_usage = llm_output.get("token_usage") or llm_output.get("usage")
         if isinstance(token_usage, Mapping):

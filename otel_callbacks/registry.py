@@ -19,6 +19,7 @@ from opentelemetry.trace import Span
 
 if TYPE_CHECKING:
     from .conversation import RunIds
+    from .stream_usage import StreamUsage
 
 # Process-wide run id -> Context holding that run's span, shared by every OTelHandler so the
 # context bridge finds a run's span even when the handler was a constructor (local) callback.
@@ -60,9 +61,9 @@ class RunState:
         self.metric_attributes: dict[str, Any] | None = None
         self.retries = 0
         self.near_limit = False
-        # [input, output] tokens reported by streamed chunks: kept for a run that never gets
-        # its own end (orphaned, evicted, closed), whose end would have carried the total.
-        self.stream_usage: list[int] | None = None
+        # Token usage streamed chunks reported (a stream_usage.StreamUsage): the totals of a
+        # cumulative provider, and what a run that never gets its own end had seen.
+        self.stream_usage: StreamUsage | None = None
         self.ids = ids
 
 
