@@ -71,8 +71,10 @@ class InterruptMemory:
 
 MEMORY = InterruptMemory()
 # Runs started to resume a thread, waiting for LangGraph's resume event (exact link) or, if
-# none comes, for their end (link by thread). Bounded: runs that never end fall out.
-expected: OrderedDict[Any, str] = OrderedDict()
+# none comes, for their end (link by thread). Each keeps the thread's last interrupt as it was
+# at the run's start: by its end the run may have been interrupted again itself. Bounded: runs
+# that never end fall out.
+expected: OrderedDict[Any, tuple[str, tuple[SpanContext, str] | None]] = OrderedDict()
 _MAX_EXPECTED = 1_000
 
 
@@ -89,7 +91,7 @@ def on_chain_start(state: Any, inputs: Any) -> None:
         return
     if (inputs is None and state.root is state) or (
             type(inputs).__name__ == "Command" and getattr(inputs, "resume", None) is not None):
-        expected[state.run_id] = thread
+        expected[state.run_id] = (thread, MEMORY.find(None, thread))
         while len(expected) > _MAX_EXPECTED:
             expected.popitem(last=False)
 
@@ -104,9 +106,10 @@ def on_error(state: Any, error: BaseException) -> None:
 
 def settle(run_id: Any, state: Any) -> None:
     """At the end of a run that expected a resume event and got none: link by thread."""
-    thread = expected.pop(run_id, None)
-    if thread is not None:
-        _link(state, None, thread)
+    waiting = expected.pop(run_id, None)
+    if waiting is not None:
+        thread, found = waiting
+        _link(state, None, thread, found)
 
 
 def on_interrupt(state: Any, event: Any) -> None:
@@ -146,11 +149,14 @@ def on_resume(state: Any, event: Any) -> None:
     _link(state, checkpoint_id, _thread(state))
 
 
-def _link(state: Any, checkpoint_id: str | None, thread: str | None) -> None:
-    """Link the resumed trace's root span to the interrupted trace's root span."""
+def _link(state: Any, checkpoint_id: str | None, thread: str | None,
+          found: tuple[SpanContext, str] | None = None) -> None:
+    """Link the resumed trace's root span to the interrupted trace's root span (``found``
+    when already looked up, else looked up now)."""
     span = state.root.span
     span.set_attribute(attr.GRAPH_RESUMED, True)
-    found = MEMORY.find(checkpoint_id, thread)
+    if found is None:
+        found = MEMORY.find(checkpoint_id, thread)
     if found is None:
         logger.debug("otel-callbacks: resumed run on thread %s: interrupted run not in memory", thread)
         return

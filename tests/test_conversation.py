@@ -12,7 +12,7 @@ from conftest import RunRecorder, Tracing, assert_span_tree_matches
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
-from langchain_core.runnables import RunnableLambda
+from langchain_core.runnables import RunnableConfig, RunnableLambda
 from langchain_core.tools import tool
 from opentelemetry import baggage
 from opentelemetry import context as otel_context
@@ -55,11 +55,13 @@ def graph(checkpointer: Any = None) -> Any:
 
     model = FakeListChatModel(responses=["it is sunny"])
 
-    def research(state: State) -> dict:
-        return {"answer": lookup.invoke({"city": state["q"]})}
+    # Nodes pass their config on: on Python 3.10, LangChain cannot hand it to runs started
+    # inside an async graph's nodes by itself, so they would not be child runs at all.
+    def research(state: State, config: RunnableConfig) -> dict:
+        return {"answer": lookup.invoke({"city": state["q"]}, config)}
 
-    def reply(state: State) -> dict:
-        return {"answer": (model | StrOutputParser()).invoke(state["answer"])}
+    def reply(state: State, config: RunnableConfig) -> dict:
+        return {"answer": (model | StrOutputParser()).invoke(state["answer"], config)}
 
     g = StateGraph(State)
     g.add_node("research", research)
