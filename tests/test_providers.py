@@ -110,8 +110,9 @@ def assert_common(span: Any, server: WireServer, provider: str, model: str) -> N
     assert span.status.status_code is StatusCode.UNSET
 
 
-# The servers pause this long after a stream's first chunk.
-PAUSE = 0.2
+# The servers pause this long after a stream's first chunk: long enough that a loaded machine's
+# scheduling delays (tens of ms) cannot blur the two timestamps the stream tests tell apart.
+PAUSE = 0.5
 
 
 def paused(reply: Any) -> Any:
@@ -140,9 +141,9 @@ def assert_streaming(span: Any, mode: str, tokens: int, first: str,
     if first_chunk_has_content:
         # The same instant, apart only by the span's start and the run's start: far less
         # than the pause a content-less first chunk would put between them.
-        assert first_token_ns - ttfc_ns < 0.25 * PAUSE * 1e9
+        assert first_token_ns - ttfc_ns < 0.5 * PAUSE * 1e9
     else:  # were both taken at the first token, they would be as close as above
-        assert first_token_ns - ttfc_ns >= 0.25 * PAUSE * 1e9
+        assert first_token_ns - ttfc_ns >= 0.1 * PAUSE * 1e9
     token_events = [e for e in span.events if e.name in (attr.EVENT_FIRST_TOKEN, attr.EVENT_TOKEN)]
     assert all(e.attributes["content"] for e in token_events)  # no content-less chunk counted
 
