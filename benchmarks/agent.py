@@ -25,8 +25,9 @@ class State(TypedDict):
     context: str
 
 
-def build_agent(latency: float = 0.01) -> Any:
-    """The compiled graph; ``latency`` seconds per model call (asyncio sleep)."""
+def build_agent(latency: float = 0.01, tool_calls: int = 2) -> Any:
+    """The compiled graph; ``latency`` seconds per model call (asyncio sleep); the model asks
+    for ``tool_calls`` tool runs (alternating the two tools) on its first turn."""
     from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun
     from langchain_core.documents import Document
     from langchain_core.language_models.chat_models import BaseChatModel
@@ -41,6 +42,7 @@ def build_agent(latency: float = 0.01) -> Any:
         """Asks for both tools on the first turn, answers once it has their results."""
 
         latency: float = 0.01
+        tool_calls: int = 2
         model_name: str = "fake-agent-model-1"
 
         @property
@@ -62,9 +64,10 @@ def build_agent(latency: float = 0.01) -> Any:
                                     response_metadata={"model_name": self.model_name,
                                                        "finish_reason": "stop"})
             else:
+                calls = [{"name": "get_weather", "args": {"city": "Paris"}},
+                         {"name": "calculator", "args": {"expression": "6*7"}}]
                 message = AIMessage(content="", usage_metadata=usage, tool_calls=[
-                    {"name": "get_weather", "args": {"city": "Paris"}, "id": "call_weather"},
-                    {"name": "calculator", "args": {"expression": "6*7"}, "id": "call_calc"}],
+                    {**calls[i % 2], "id": f"call_{i}"} for i in range(self.tool_calls)],
                     response_metadata={"model_name": self.model_name, "finish_reason": "tool_calls"})
             return ChatResult(generations=[ChatGeneration(message=message)])
 
@@ -102,7 +105,7 @@ def build_agent(latency: float = 0.01) -> Any:
         return str(int(a) * int(b))
 
     tools = [get_weather, calculator]
-    model = ToolCallingFakeModel(latency=latency).bind_tools(tools)
+    model = ToolCallingFakeModel(latency=latency, tool_calls=tool_calls).bind_tools(tools)
     retriever = Notes()
 
     async def retrieve(state: State, config: RunnableConfig) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import importlib
+import os
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -15,7 +16,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-ALL_VARIANTS = ("none", "noop", "sdk_floor", "otel_callbacks", "openllmetry", "openinference")
+ALL_VARIANTS = ("none", "noop", "sdk_floor", "sdk_floor_attrs", "otel_callbacks", "openllmetry",
+                "openinference")
 # Not in the default set: our handler with content capture on, which is what the
 # two peers do by default (they serialise inputs/outputs onto every span).
 EXTRA_VARIANTS = ("otel_callbacks_content",)
@@ -44,11 +46,43 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+# "ratio10": parent-based 10% sampling (what OTEL_TRACES_SAMPLER=parentbased_traceidratio with
+# _ARG=0.1 builds), over trace ids of which exactly every tenth is kept, so every variant and
+# every run sees the same traces sampled (benchmarks.sampling sets it for its subprocesses).
+SAMPLER_ENV = "BENCH_SAMPLER"
+
+
+class EveryTenthKept:
+    """Trace ids for TraceIdRatioBased(0.1): the 1st, 11th, 21st... are below its bound."""
+
+    def __init__(self) -> None:
+        from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+
+        self._ids = RandomIdGenerator()
+        self._n = 0
+
+    def generate_span_id(self) -> int:
+        return self._ids.generate_span_id()
+
+    def generate_trace_id(self) -> int:
+        self._n += 1
+        low = 1 if self._n % 10 == 1 else (1 << 64) - 1  # the ratio sampler reads the low 64 bits
+        return (self._n << 64) | low
+
+
+def _sampling_options() -> dict[str, Any]:
+    if os.environ.get(SAMPLER_ENV) != "ratio10":
+        return {}
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+    return {"sampler": ParentBased(TraceIdRatioBased(0.1)), "id_generator": EveryTenthKept()}
+
+
 def make_provider() -> tuple[TracerProvider, InMemorySpanExporter]:
     """The one provider setup every variant uses: Simple processor -> in-memory."""
     exporter = InMemorySpanExporter()
     # shutdown_on_exit=False: the benchmark processes exit with spans already exported.
-    tp = TracerProvider(shutdown_on_exit=False)
+    tp = TracerProvider(shutdown_on_exit=False, **_sampling_options())
     tp.add_span_processor(SimpleSpanProcessor(exporter))
     return tp, exporter
 
@@ -87,11 +121,23 @@ def _sdk_floor_handler_class():
         def __init__(self, tracer: trace.Tracer) -> None:
             self._tracer = tracer
             self._runs: dict[Any, tuple[Any, Any]] = {}
+            # sdk_floor_attrs: per span in start order, (attributes, events) as our spans carry
+            # them on this workload; None: the yardstick's 5 attributes and 1 event.
+            self.shapes: list[tuple[dict[str, Any], int]] | None = None
+            self._next = 0
 
         def _start(self, run_id: Any, parent_run_id: Any) -> None:
             parent = self._runs.get(parent_run_id)
             parent_ctx = parent[1] if parent is not None else None
-            span = raw_span_start(self._tracer, parent_ctx)
+            shapes = self.shapes
+            if shapes is None:
+                span = raw_span_start(self._tracer, parent_ctx)
+            else:  # the SDK's cheapest way to carry n attributes: one dict at start
+                attributes, events = shapes[self._next % len(shapes)]
+                self._next += 1
+                span = self._tracer.start_span("raw", context=parent_ctx, attributes=attributes)
+                for _ in range(events):
+                    span.add_event("evt")
             self._runs[run_id] = (span, trace.set_span_in_context(span, parent_ctx))
 
         def _end(self, run_id: Any) -> None:
@@ -142,9 +188,12 @@ def setup_variant(name: str, tp: TracerProvider, **handler_options: Any) -> Vari
     if name == "noop":
         h = _noop_handler_class()()
         return Variant(name, {"callbacks": [h]}, h)
-    if name == "sdk_floor":
+    if name in ("sdk_floor", "sdk_floor_attrs"):
         h = _sdk_floor_handler_class()(tp.get_tracer("benchmarks.floor"))
-        return Variant(name, {"callbacks": [h]}, h, "one raw-span-shaped SDK span per run, nothing else")
+        if name == "sdk_floor":
+            return Variant(name, {"callbacks": [h]}, h, "one raw-span-shaped SDK span per run, nothing else")
+        return Variant(name, {"callbacks": [h]}, h, "the floor, each span with as many attributes "
+                       "and events as otel_callbacks' span in the same place")
     if name in ("otel_callbacks", "otel_callbacks_content"):
         try:
             from otel_callbacks import OTelHandler
@@ -164,6 +213,28 @@ def setup_variant(name: str, tp: TracerProvider, **handler_options: Any) -> Vari
         cls().instrument(tracer_provider=tp)
         return Variant(name, {}, _injected_handler(name), note)
     raise ValueError(f"unknown variant {name!r}")
+
+
+def prepare_workload(variant: Variant, workload: str) -> None:
+    """sdk_floor_attrs: learn, outside any measurement, how many attributes and events our
+    handler's spans carry on ``workload`` (in start order), and give the floor the same."""
+    if variant.name != "sdk_floor_attrs":
+        return
+    from benchmarks.workloads import WORKLOADS
+    from otel_callbacks import OTelHandler, context_bridge
+
+    exporter = InMemorySpanExporter()
+    tp = TracerProvider(shutdown_on_exit=False)
+    tp.add_span_processor(SimpleSpanProcessor(exporter))
+    run = WORKLOADS[workload]({"callbacks": [OTelHandler(tracer_provider=tp)]})
+    run()
+    exporter.clear()
+    run()
+    context_bridge.uninstall()  # the floor has no bridge: its patches must not stay
+    spans = sorted(exporter.get_finished_spans(), key=lambda s: s.start_time or 0)
+    variant.handler.shapes = [({f"attr.{i}": "value" for i in range(len(s.attributes or {}))},
+                               len(s.events)) for s in spans]
+    variant.handler._next = 0
 
 
 # Peer variant -> (module, instrumentor class, PyPI package, note for the table).

@@ -46,7 +46,7 @@ TOKEN_DISPATCH = "token_dispatch"
 
 def _worker(variant: str, workload: str, iterations: int) -> None:
     """Runs inside valgrind: set up, warm up, then the counted iterations in one reduce()."""
-    from benchmarks.common import make_provider, raw_span_once, setup_variant
+    from benchmarks.common import make_provider, prepare_workload, raw_span_once, setup_variant
     from benchmarks.workloads import WORKLOADS
     from opentelemetry import trace
 
@@ -60,7 +60,9 @@ def _worker(variant: str, workload: str, iterations: int) -> None:
     elif workload == TOKEN_DISPATCH:
         fn = _token_dispatch(setup_variant(variant, tp).config)
     else:
-        fn = WORKLOADS[workload](setup_variant(variant, tp).config)
+        chosen = setup_variant(variant, tp)
+        prepare_workload(chosen, workload)
+        fn = WORKLOADS[workload](chosen.config)
     for _ in range(3):
         fn()
     exporter.clear()
@@ -94,12 +96,13 @@ def _token_dispatch(config: dict[str, Any]) -> Any:
     return fn
 
 
-def count(python: str, variant: str, workload: str, iterations: int) -> dict[str, Any]:
+def count(python: str, variant: str, workload: str, iterations: int,
+          env: dict[str, str] | None = None) -> dict[str, Any]:
     """Instructions per iteration and spans per iteration for one (variant, workload)."""
     cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", "--collect-atstart=no",
            "--toggle-collect=functools_reduce", python, "-m", "benchmarks.instructions",
            "--worker", variant, workload, str(iterations)]
-    env = {**os.environ, "PYTHONHASHSEED": "0", "PYTHONWARNINGS": "ignore",
+    env = {**(os.environ if env is None else env), "PYTHONHASHSEED": "0", "PYTHONWARNINGS": "ignore",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     collected = _COLLECTED.search(proc.stderr)

@@ -178,7 +178,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     from benchmarks.agent import build_agent
 
     provider, config, counter = _setup(args.variant, args.protocol, args.endpoint, args.sdk_defaults)
-    app = build_agent(args.latency)
+    app = build_agent(args.latency, args.tool_calls)
     loop = asyncio.new_event_loop()
     loop.run_until_complete(_serve(app, config, args.clients, args.clients))  # warm-up
     if provider is not None:
@@ -208,12 +208,20 @@ def run_one(python: str, variant: str, protocol: str, args: argparse.Namespace,
     receiver = Receiver(python, prefer_rotel=not args.counting_receiver)
     cmd = [python, "-m", "benchmarks.load", "--worker", "--variant", variant, "--protocol", protocol,
            "--endpoint", receiver.endpoint(protocol), "--clients", str(clients or args.clients),
-           "--requests", str(args.requests), "--latency", str(args.latency)]
+           "--requests", str(args.requests), "--latency", str(args.latency),
+           "--tool-calls", str(args.tool_calls)]
     if sdk_defaults:
         cmd.append("--sdk-defaults")
     try:
-        proc = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True,
-                              timeout=args.timeout)
+        worker = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        if args.stall:  # the collector stops answering for a while, as under a network fault
+            time.sleep(args.stall_after)
+            os.kill(receiver.proc.pid, signal.SIGSTOP)
+            time.sleep(args.stall)
+            os.kill(receiver.proc.pid, signal.SIGCONT)
+        stdout, stderr = worker.communicate(timeout=args.timeout)
+        proc = subprocess.CompletedProcess(cmd, worker.returncode, stdout, stderr)
     finally:
         received = receiver.stop()
     for line in proc.stdout.splitlines():
@@ -240,7 +248,8 @@ def _fmt_row(r: dict[str, Any], base_cpu: float | None) -> str:
 
 def table(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
     out = [f"clients N={args.clients}, {args.requests} requests (+{args.clients} warm-up) per process, "
-           f"model latency {args.latency * 1e3:.0f} ms x 2 calls per request, rounds {args.rounds}; "
+           f"model latency {args.latency * 1e3:.0f} ms x 2 calls and {args.tool_calls} tool calls "
+           f"per request, rounds {args.rounds}; "
            f"receiver: {results[0].get('receiver', '?') if results else '?'}",
            "cpu/request = process CPU time (all threads: app + batch export + OTLP encoding) / requests;",
            "spans count warm-up requests too (produced = ended in the provider, received = by the receiver)",
@@ -287,7 +296,8 @@ def table(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
 def sweep(args: argparse.Namespace, python: str) -> None:
     """Our handler under rising concurrency, SDK-default batching vs configure_tracing()'s."""
     print(f"sweep: otel_callbacks, {args.requests} requests, model latency {args.latency * 1e3:.0f} ms, "
-          f"protocol {args.protocol_list[0]}")
+          f"{args.tool_calls} tool calls per request, protocol {args.protocol_list[0]}, "
+          f"receiver stalled {args.stall:.0f} s")
     print(f"{'batching':<20} {'clients':>7} {'spans/s':>9} {'produced':>9} {'received':>9} "
           f"{'lost':>7} {'queue drops':>11}")
     for clients in args.sweep_clients:
@@ -309,6 +319,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clients", type=int, default=64)
     ap.add_argument("--requests", type=int, default=1280)
     ap.add_argument("--latency", type=float, default=0.01, help="seconds per model call")
+    ap.add_argument("--tool-calls", type=int, default=2, help="tool runs the model asks for per request")
+    ap.add_argument("--stall", type=float, default=0.0,
+                    help="SIGSTOP the receiver for this many seconds during the run (a collector fault)")
+    ap.add_argument("--stall-after", type=float, default=3.0, help="seconds after the worker starts")
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--protocols", default=",".join(PROTOCOLS))
     ap.add_argument("--rounds", type=int, default=1, help="interleaved rounds (medians reported)")

@@ -20,6 +20,7 @@ from benchmarks.common import (
     VariantUnavailable,
     make_provider,
     measure_raw_span,
+    prepare_workload,
     package_versions,
     setup_variant,
     time_iterations,
@@ -40,6 +41,7 @@ def _measure(args) -> dict:
     result["note"] = variant.note
     for name in args.workloads.split(","):
         try:
+            prepare_workload(variant, name)
             fn = WORKLOADS[name](variant.config)
             times, cpu, spans = time_iterations(
                 fn, exporter, min_time=args.min_time, warmup_time=args.warmup_time, min_iters=args.min_iters
@@ -47,6 +49,7 @@ def _measure(args) -> dict:
             result["workloads"][name] = {
                 "median_s": statistics.median(times),
                 "median_cpu_s": statistics.median(cpu),
+                "mean_cpu_s": statistics.fmean(cpu),  # sampled runs: every 10th iteration differs
                 "iters": len(times),
                 "spans": statistics.median(spans),
                 "spans_min": min(spans),

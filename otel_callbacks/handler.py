@@ -39,7 +39,8 @@ from .evaluation import remember_root
 from .handlers import BaseCallbackHandler
 from .messages import split_system, to_genai_message
 from .metrics import GenAIMetrics, global_provider_set
-from .registry import _ACTIVE_CONTEXTS, FORGOTTEN, RunRegistry, RunState, active_context
+from .registry import _ACTIVE_CONTEXTS, FORGOTTEN, RunRegistry, RunState, UnsampledRunState, active_context
+from .sampling import children_follow_unsampled_parent
 from .stream_usage import StreamUsage
 from .version import __version__
 
@@ -49,6 +50,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 _logged: set[tuple[str, str]] = set()  # (event, what went wrong) already logged
 _live_handlers: weakref.WeakSet[OTelHandler] = weakref.WeakSet()
 _INTERNAL = SpanKind.INTERNAL
+_MODEL_RUNS = frozenset({attr.CHAT_MODEL, attr.LLM})
+_CLAIMING_RUNS = _MODEL_RUNS | {attr.RETRIEVER}  # the context bridge waits for their start
 _NOT_STREAMING = RunState(FORGOTTEN, trace.INVALID_SPAN, Context(), None, "", 0)
 # The most that flushing spans of runs still open adds to interpreter exit (or to ``close()``),
 # whatever the number of handlers: an unreachable collector must not hold the app's exit.
@@ -135,6 +138,8 @@ class OTelHandler(BaseCallbackHandler):
         self._provider = tracer_provider
         self._budget = AttributeBudget.for_provider(tracer_provider)
         self._start_rooms = self._budget.start_rooms
+        # Whether the sampler drops every child of an unsampled run (asked once, when needed).
+        self._children_follow_parent: bool | None = None
         _register_for_exit(self)
         # A handler dropped while runs are still open ends their spans as it goes.
         weakref.finalize(self, _end_open_runs, self._registry, self._metrics,
@@ -178,14 +183,47 @@ class OTelHandler(BaseCallbackHandler):
         span = self._tracer.start_span(name, context=parent_context, kind=kind,
                                        attributes=utf8_safe_attributes(attributes))
         # The run's context extends its parent's (or the caller's), so baggage flows through.
-        state = RunState(run_id, span, trace.set_span_in_context(span, parent_context),
-                         parent.root if parent is not None else None, run_type, time.time_ns(), ids)
+        state = (RunState if span.is_recording() else UnsampledRunState)(
+            run_id, span, trace.set_span_in_context(span, parent_context),
+            parent.root if parent is not None else None, run_type, time.time_ns(), ids)
         if near_limit:
             state.near_limit = True
-        evicted = registry.add(state)
+        self._register(state)
+        return state
+
+    def _register(self, state: RunState) -> None:
+        evicted = self._registry.add(state)
         if evicted:
             _finish_all(evicted, self._metrics, _evicted_marks, self._budget)
-        return state
+
+    def _unsampled_child(self, run_id: Any, parent_run_id: Any, run_type: str) -> bool:
+        """Start a run of an unsampled trace with no span work, when the sampler would drop it.
+
+        The run is registered with its parent's (unsampled) span and context, so its children
+        find their parent and take this path too, and the context bridge makes the unsampled
+        context current where the run executes: user and HTTP spans inside are dropped as well.
+        Returns False (build the span as usual) when the parent records or the sampler might
+        keep a child of an unsampled parent.
+        """
+        parent = self._open_run(parent_run_id)
+        if parent is None or parent.recording:
+            return False
+        follows = self._children_follow_parent
+        if follows is None:
+            provider = self._provider or trace.get_tracer_provider()
+            follows = children_follow_unsampled_parent(provider)
+            if not isinstance(provider, trace.ProxyTracerProvider):
+                self._children_follow_parent = follows
+        if not follows or (run_type in _MODEL_RUNS and self._model_metrics
+                           and (self._metrics is not None or self._metrics_ready())):
+            return False  # metrics count every model call, sampled or not
+        if self._registry.get(run_id) is None:  # else a duplicate start: ignored
+            state = UnsampledRunState(run_id, parent.span, parent.context, parent.root, run_type,
+                                      0, parent.ids)
+            self._register(state)
+            if run_type in _CLAIMING_RUNS:
+                claim_pending_scope(state.context, run_type)
+        return True
 
     def _end(self, run_id: Any, attributes: dict[str, Any] | None = None,
              error: BaseException | None = None) -> RunState | None:
@@ -268,6 +306,8 @@ class OTelHandler(BaseCallbackHandler):
                        metadata: dict[str, Any] | None = None, name: str | None = None,
                        run_type: str | None = None, **kwargs: Any) -> None:
         try:
+            if parent_run_id is not None and self._unsampled_child(run_id, parent_run_id, attr.CHAIN):
+                return
             name = mapping.run_name(serialized, name, "chain")
             attributes = mapping.common_attributes(run_id, attr.CHAIN, tags, metadata)
             span_name, extra = mapping.chain_span(name, tags, metadata)
@@ -304,6 +344,8 @@ class OTelHandler(BaseCallbackHandler):
     def _model_start(self, run_type: str, serialized: Any, run_id: Any, parent_run_id: Any,
                      tags: Any, metadata: Any, kwargs: dict[str, Any],
                      input_attrs: Callable[[dict[str, Any]], None]) -> None:
+        if parent_run_id is not None and self._unsampled_child(run_id, parent_run_id, run_type):
+            return
         span_name, kind, model_attrs = mapping.model_span(run_type, serialized, metadata, kwargs)
         attributes = mapping.common_attributes(run_id, run_type, tags, metadata)
         attributes[attr.RUN_NAME] = mapping.run_name(serialized, kwargs.get("name"), run_type)
@@ -389,6 +431,10 @@ class OTelHandler(BaseCallbackHandler):
     def on_llm_end(self, response: Any, *, run_id: UUID, parent_run_id: UUID | None = None,
                    tags: list[str] | None = None, **kwargs: Any) -> None:
         try:
+            state = self._open_run(run_id)
+            if state is not None and not state.recording and state.metric_attributes is None:
+                self._end(run_id)  # unsampled, no metrics: nothing to read from the response
+                return
             attributes = mapping.response_attributes(response)
             if self._content.enabled:
                 outputs = []
@@ -423,6 +469,8 @@ class OTelHandler(BaseCallbackHandler):
                       metadata: dict[str, Any] | None = None, inputs: dict[str, Any] | None = None,
                       **kwargs: Any) -> None:
         try:
+            if parent_run_id is not None and self._unsampled_child(run_id, parent_run_id, attr.TOOL):
+                return
             name = mapping.run_name(serialized, kwargs.get("name"), "tool")
             attributes = mapping.common_attributes(run_id, attr.TOOL, tags, metadata)
             attributes[attr.RUN_NAME] = name
@@ -457,6 +505,9 @@ class OTelHandler(BaseCallbackHandler):
                            parent_run_id: UUID | None = None, tags: list[str] | None = None,
                            metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
         try:
+            if parent_run_id is not None and self._unsampled_child(run_id, parent_run_id,
+                                                                   attr.RETRIEVER):
+                return
             name = mapping.run_name(serialized, kwargs.get("name"), "retriever")
             attributes = mapping.common_attributes(run_id, attr.RETRIEVER, tags, metadata)
             attributes[attr.RUN_NAME] = name
@@ -569,21 +620,22 @@ def _finish(state: RunState, metrics: GenAIMetrics | None,
     end or error, its root's end, eviction, close). The span ends whatever else fails."""
     span = state.span
     try:
-        if state.first_chunk_ns:  # the provider streamed (whatever the invocation params say)
-            span.set_attribute(attr.GEN_AI_REQUEST_STREAM, True)
-            span.set_attribute(attr.LLM_TOKEN_COUNT, state.token_count)
-            span.set_attribute(attr.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK,
-                               (state.first_chunk_ns - state.start_ns) / 1e9)
         if state.stream_usage is not None:
             attributes = state.stream_usage.settle(attributes, state)
-        if state.near_limit and budget is not None:
-            # token count and time to first chunk are already on the span
-            attributes = budget.fit_end(span, attributes, error is not None)
-        if attributes:
-            attributes = utf8_safe_attributes(attributes)
-            span.set_attributes(attributes)
-        if error is not None:
-            _record_error(span, error)
+        if state.recording:  # unsampled: the SDK keeps nothing, only the metrics count
+            if state.first_chunk_ns:  # the provider streamed (whatever the invocation params say)
+                span.set_attribute(attr.GEN_AI_REQUEST_STREAM, True)
+                span.set_attribute(attr.LLM_TOKEN_COUNT, state.token_count)
+                span.set_attribute(attr.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK,
+                                   (state.first_chunk_ns - state.start_ns) / 1e9)
+            if state.near_limit and budget is not None:
+                # token count and time to first chunk are already on the span
+                attributes = budget.fit_end(span, attributes, error is not None)
+            if attributes:
+                attributes = utf8_safe_attributes(attributes)
+                span.set_attributes(attributes)
+            if error is not None:
+                _record_error(span, error)
         if metrics is not None and state.metric_attributes is not None:
             try:
                 metrics.record(state, attributes, error)

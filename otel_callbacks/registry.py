@@ -46,6 +46,7 @@ class RunState:
     __slots__ = ("run_id", "span", "context", "root", "run_type", "descendants",
                  "token_count", "first_chunk_ns", "start_ns", "metric_attributes", "retries",
                  "near_limit", "stream_usage", "ids")
+    recording = True  # the SDK records this run's span
 
     def __init__(self, run_id: Any, span: Span, context: Context, root: RunState | None,
                  run_type: str, start_ns: int, ids: RunIds | None = None) -> None:
@@ -65,6 +66,15 @@ class RunState:
         # cumulative provider, and what a run that never gets its own end had seen.
         self.stream_usage: StreamUsage | None = None
         self.ids = ids
+
+
+class UnsampledRunState(RunState):
+    """A run of an unsampled trace: its span records nothing (the SDK dropped it), so the
+    handler does no span work for it. A run under an unsampled parent shares the parent's
+    span and context: its children and the code it runs see the same unsampled context."""
+
+    __slots__ = ()
+    recording = False
 
 
 class RunRegistry:
