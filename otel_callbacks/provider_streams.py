@@ -70,19 +70,20 @@ async def _afirst_then_rest(iterator: AsyncIterator[Any], span: Any) -> AsyncIte
             await aclose()
 
 
-def stream_wrapper(find_span: SpanFinder) -> Any:
-    """A wrapt wrapper for the SDKs' ``Stream.__stream__``."""
+def _wrapper(find_span: SpanFinder, relay: Callable[[Any, Any], Any]) -> Any:
+    """A wrapt wrapper for an SDK's ``__stream__``: ``relay`` records the first event's id."""
     def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         iterator = wrapped(*args, **kwargs)
         span = _span_without_id(find_span)
-        return iterator if span is None else _first_then_rest(iterator, span)
+        return iterator if span is None else relay(iterator, span)
     return wrapper
+
+
+def stream_wrapper(find_span: SpanFinder) -> Any:
+    """For the SDKs' ``Stream.__stream__``."""
+    return _wrapper(find_span, _first_then_rest)
 
 
 def astream_wrapper(find_span: SpanFinder) -> Any:
-    """A wrapt wrapper for the SDKs' ``AsyncStream.__stream__``."""
-    def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        iterator = wrapped(*args, **kwargs)
-        span = _span_without_id(find_span)
-        return iterator if span is None else _afirst_then_rest(iterator, span)
-    return wrapper
+    """For the SDKs' ``AsyncStream.__stream__``."""
+    return _wrapper(find_span, _afirst_then_rest)
