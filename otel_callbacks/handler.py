@@ -51,7 +51,6 @@ _logged: set[tuple[str, str]] = set()  # (event, what went wrong) already logged
 _live_handlers: weakref.WeakSet[OTelHandler] = weakref.WeakSet()
 _INTERNAL = SpanKind.INTERNAL
 _MODEL_RUNS = frozenset({attr.CHAT_MODEL, attr.LLM})
-_CLAIMING_RUNS = _MODEL_RUNS | {attr.RETRIEVER}  # the context bridge waits for their start
 _NOT_STREAMING = RunState(FORGOTTEN, trace.INVALID_SPAN, Context(), None, "", 0)
 # The most that flushing spans of runs still open adds to interpreter exit (or to ``close()``),
 # whatever the number of handlers: an unreachable collector must not hold the app's exit.
@@ -221,8 +220,9 @@ class OTelHandler(BaseCallbackHandler):
             state = UnsampledRunState(run_id, parent.span, parent.context, parent.root, run_type,
                                       0, parent.ids)
             self._register(state)
-            if run_type in _CLAIMING_RUNS:
-                claim_pending_scope(state.context, run_type)
+            # Whatever waits for this run's start (a model's or retriever's call, LangGraph's
+            # async node on Python 3.10) gets the unsampled context, as a sampled run's span.
+            claim_pending_scope(state.context, run_type, parent_run_id)
         return True
 
     def _end(self, run_id: Any, attributes: dict[str, Any] | None = None,
