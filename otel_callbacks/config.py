@@ -120,11 +120,15 @@ def resolve_destinations(*, endpoint: str | None = None, protocol: str | None = 
         if console:
             chosen.append(Destination("console", "stdout", ConsoleSpanExporter()))
         return chosen
-    names = [n.strip().lower() for n in os.environ.get("OTEL_TRACES_EXPORTER", "").split(",")
-             if n.strip()]
+    names = _exporter_names("OTEL_TRACES_EXPORTER")
     if not names:
         names = ["otlp"] if env_endpoint() else [FILE_EXPORTER_NAME]
     return [d for d in (_named_destination(n, protocol, timeout) for n in names) if d is not None]
+
+
+def _exporter_names(variable: str) -> list[str]:
+    """The exporter names a comma-separated ``OTEL_*_EXPORTER`` variable lists, lower-cased."""
+    return [n.strip().lower() for n in os.environ.get(variable, "").split(",") if n.strip()]
 
 
 def _named_destination(name: str, protocol: str | None,
@@ -276,8 +280,7 @@ def resolve_metrics_destinations(
         if console:
             chosen.append(Destination("console", "stdout", ConsoleMetricExporter()))
         return chosen
-    names = [n.strip().lower() for n in os.environ.get("OTEL_METRICS_EXPORTER", "").split(",")
-             if n.strip()]
+    names = _exporter_names("OTEL_METRICS_EXPORTER")
     if not names:
         names = ["otlp"] if env_metrics_endpoint() else []
     for name in names:

@@ -152,16 +152,12 @@ def test_prometheus_entry_point_serves_the_handlers_metrics() -> None:
 def test_opentelemetry_instrument_gets_metrics_through_the_sdk_configurator(tmp_path: Path) -> None:
     # Zero code: the SDK configurator (what opentelemetry-distro runs) sets up the global
     # MeterProvider from OTEL_METRICS_EXPORTER, and the instrumentor's handler records on it.
-    from test_instrumentation import _APP, _ENTRY_POINTS
+    from test_instrumentation import _install_app_with_entry_points
 
     script = Path(sys.executable).with_name("opentelemetry-instrument")
     if not script.exists():
         pytest.skip("opentelemetry-instrument is not installed")
-    dist = tmp_path / "site" / "otel_test_distro-0.0.dist-info"
-    dist.mkdir(parents=True)
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: otel-test-distro\nVersion: 0.0\n")
-    (dist / "entry_points.txt").write_text(_ENTRY_POINTS)
-    (tmp_path / "app.py").write_text(textwrap.dedent(_APP))
+    _install_app_with_entry_points(tmp_path)
     env = _env()
     env.update(PYTHONPATH=str(tmp_path / "site"), OTEL_TRACES_EXPORTER="none",
                OTEL_METRICS_EXPORTER="console", OTEL_METRIC_EXPORT_INTERVAL="600000",

@@ -170,15 +170,20 @@ otlp_json_file = otel_callbacks.exporters.file_exporter:OTLPJsonFileSpanExporter
 """
 
 
-def test_opentelemetry_instrument_traces_an_unmodified_script(tmp_path: Path) -> None:
-    script = Path(sys.executable).with_name("opentelemetry-instrument")
-    if not script.exists():
-        pytest.skip("opentelemetry-instrument is not installed")
+def _install_app_with_entry_points(tmp_path: Path) -> None:
+    """A distribution (on ``tmp_path/site``) declaring our entry points, and the user's app."""
     dist = tmp_path / "site" / "otel_test_distro-0.0.dist-info"
     dist.mkdir(parents=True)
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: otel-test-distro\nVersion: 0.0\n")
     (dist / "entry_points.txt").write_text(_ENTRY_POINTS)
     (tmp_path / "app.py").write_text(textwrap.dedent(_APP))
+
+
+def test_opentelemetry_instrument_traces_an_unmodified_script(tmp_path: Path) -> None:
+    script = Path(sys.executable).with_name("opentelemetry-instrument")
+    if not script.exists():
+        pytest.skip("opentelemetry-instrument is not installed")
+    _install_app_with_entry_points(tmp_path)
     out = tmp_path / "spans.jsonl"
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     env.update(PYTHONPATH=str(tmp_path / "site"), OTEL_TRACES_EXPORTER="otlp_json_file",
