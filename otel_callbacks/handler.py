@@ -389,15 +389,27 @@ class OTelHandler(BaseCallbackHandler):
     def on_llm_new_token(self, token: Any, *, chunk: Any = None, run_id: UUID,
                          parent_run_id: UUID | None = None, tags: list[str] | None = None,
                          **kwargs: Any) -> None:
-        # Hot path (once per streamed token): a counter bump, plus a bounded number of events.
-        # ``tags`` is named because LangChain passes it: else a kwargs dict is built per token.
+        # Hot path, once per streamed token: a text token of the run that streamed the last one,
+        # past its token events, bumps a small int (no allocation, no call). Nothing here can
+        # raise. ``tags`` is named because LangChain passes it: else a kwargs dict per token.
+        state = self._streaming
+        if state.run_id is run_id and token.__class__ is str and token:
+            tally = state.token_tally + 1
+            if tally < 256:  # CPython's cached small ints end at 256: fold before
+                state.token_tally = tally
+                return
+        self._new_token(token, chunk, run_id)
+
+    def _new_token(self, token: Any, chunk: Any, run_id: Any) -> None:
+        """Every token the hot path does not take: another run's, the first ones (which get
+        events), chunks without plain text, and a full tally."""
         try:
             state = self._streaming
             if state.run_id is not run_id:  # LangChain passes the same UUID object per token
                 found = self._open_run(run_id)
                 if found is None:
                     return
-                state = self._streaming = found
+                state = found
             if token.__class__ is not str or not token:
                 # Not plain text: the role-only opening chunk, the finish or usage-only chunk
                 # and LangChain's closing marker carry none; content blocks or tool-call
@@ -410,9 +422,12 @@ class OTelHandler(BaseCallbackHandler):
                         state.first_chunk_ns = time.time_ns()
                     return
                 token = content
-            count = state.token_count = state.token_count + 1
-            if count <= self._token_events_limit:
+            count = state.count_token()
+            limit = self._token_events_limit
+            if count <= limit:
                 self._token_event(state, token, count)
+            if count >= limit:  # the hot path may take this run's next tokens
+                self._streaming = state
         except Exception as exc:
             _skipped(self, "on_llm_new_token", exc)
 
@@ -625,7 +640,7 @@ def _finish(state: RunState, metrics: GenAIMetrics | None,
         if state.recording:  # unsampled: the SDK keeps nothing, only the metrics count
             if state.first_chunk_ns:  # the provider streamed (whatever the invocation params say)
                 span.set_attribute(attr.GEN_AI_REQUEST_STREAM, True)
-                span.set_attribute(attr.LLM_TOKEN_COUNT, state.token_count)
+                span.set_attribute(attr.LLM_TOKEN_COUNT, state.tokens)
                 span.set_attribute(attr.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK,
                                    (state.first_chunk_ns - state.start_ns) / 1e9)
             if state.near_limit and budget is not None:
@@ -668,7 +683,7 @@ def _orphan_marks(state: RunState, abandoned: bool = False) -> dict[str, Any]:
     """A run ended because its root ended first; one that was streaming was abandoned."""
     state.span.add_event(attr.EVENT_ORPHANED, {"reason": "root run ended first"})
     marks = {attr.RUN_ORPHANED: True}
-    if abandoned or state.token_count:
+    if abandoned or state.tokens:
         marks[attr.RUN_ABANDONED] = True
     return marks
 

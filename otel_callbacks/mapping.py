@@ -32,13 +32,14 @@ _PROVIDERS = {
 }
 _AGENT_NAME = re.compile(r"agent", re.IGNORECASE)
 _MAX_ATTR = 1024
+_ABSENT = object()
 # Message ids LangChain makes up when the provider gave none (1.x: "lc_run-...", 0.3: "run-...").
 _LANGCHAIN_MESSAGE_IDS = ("lc_run-", "run-")
 
 
 def serialized_name(serialized: Any) -> str | None:
     """The class name LangChain serialized (``id``'s last element) or its ``name``."""
-    if not isinstance(serialized, Mapping):
+    if serialized.__class__ is not dict and not isinstance(serialized, Mapping):
         return None
     name = serialized.get("name")
     if isinstance(name, str) and name:
@@ -113,7 +114,7 @@ def common_attributes(run_id: Any, run_type: str, tags: Any, metadata: Any) -> d
             value = _tags_attribute(tags)
         if value is not None:
             attrs[attr.RUN_TAGS] = value
-    if metadata and isinstance(metadata, Mapping):
+    if metadata and (metadata.__class__ is dict or isinstance(metadata, Mapping)):
         for key, value in metadata.items():
             if key in _PLUMBING_METADATA:
                 continue
@@ -148,7 +149,7 @@ def agent_name(name: str, tags: Any, metadata: Any) -> str | None:
     LangChain's ``create_agent`` sets for each agent and subagent graph). A run *named* like
     an agent (``research_agent``, ``AgentExecutor``) is one wherever it is.
     """
-    meta = metadata if isinstance(metadata, Mapping) else None
+    meta = metadata if metadata.__class__ is dict or isinstance(metadata, Mapping) else None
     if meta and (meta.get("lc_agent_name") or meta.get("agent_name") or meta.get("ls_agent_type")):
         named = [v for v in (meta.get(k) for k in _AGENT_NAME_KEYS) if isinstance(v, str) and v]
         if name in named:
@@ -190,10 +191,11 @@ def _provider_from_class(class_name: str) -> str:
 
 def provider_name(metadata: Any, serialized: Any) -> str | None:
     """``ls_provider`` mapped to the conventions' well-known values, else from the class."""
-    provider = metadata.get("ls_provider") if isinstance(metadata, Mapping) else None
+    provider = (metadata.get("ls_provider")
+                if metadata.__class__ is dict or isinstance(metadata, Mapping) else None)
     if isinstance(provider, str) and provider:
         return _PROVIDERS.get(provider.lower(), provider.lower())
-    if isinstance(serialized, Mapping):
+    if serialized.__class__ is dict or isinstance(serialized, Mapping):
         ident = serialized.get("id")
         if isinstance(ident, (list, tuple)) and ident and all(isinstance(i, str) for i in ident):
             # Serializable integrations: ["langchain", "chat_models", "openai", "ChatOpenAI"].
@@ -209,9 +211,9 @@ def model_span(run_type: str, serialized: Any, metadata: Any,
                kwargs: Mapping[str, Any]) -> tuple[str, SpanKind, dict[str, Any]]:
     """Name, kind and request attributes for an llm / chat model run."""
     operation = attr.OP_CHAT if run_type == attr.CHAT_MODEL else attr.OP_TEXT_COMPLETION
-    meta = metadata if isinstance(metadata, Mapping) else {}
+    meta = metadata if metadata.__class__ is dict or isinstance(metadata, Mapping) else {}
     params = kwargs.get("invocation_params")
-    params = params if isinstance(params, Mapping) else {}
+    params = params if params.__class__ is dict or isinstance(params, Mapping) else {}
     model = (meta.get("ls_model_name") or params.get("model") or params.get("model_name")
              or params.get("model_id"))
     attrs: dict[str, Any] = {attr.GEN_AI_OPERATION_NAME: operation}
@@ -222,7 +224,7 @@ def model_span(run_type: str, serialized: Any, metadata: Any,
         attrs[attr.GEN_AI_REQUEST_MODEL] = model
     _float(attrs, attr.GEN_AI_REQUEST_TEMPERATURE, meta.get("ls_temperature"))
     _int(attrs, attr.GEN_AI_REQUEST_MAX_TOKENS, meta.get("ls_max_tokens"))
-    request_parameters(attrs, params.get)
+    request_parameters(attrs, params)
     stop = meta.get("ls_stop") or params.get("stop")
     if isinstance(stop, str):
         stop = [stop]
@@ -259,8 +261,14 @@ def _number(kind: Any, value: Any) -> Any:
     return None
 
 
-def request_parameters(attrs: dict[str, Any], get: Any) -> dict[str, Any]:
-    """Fill the request parameters ``attrs`` lacks from ``get(name)`` (invocation params)."""
+_REQUEST_PARAMETER_NAMES = frozenset(n for _, _, names in _REQUEST_PARAMETERS for n in names)
+
+
+def request_parameters(attrs: dict[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+    """Fill the request parameters ``attrs`` lacks from ``params`` (invocation params)."""
+    if _REQUEST_PARAMETER_NAMES.isdisjoint(params):  # one C-level pass: most runs set few
+        return attrs
+    get = params.get
     for key, kind, names in _REQUEST_PARAMETERS:
         if key not in attrs:
             for name in names:
@@ -415,9 +423,14 @@ def _tool_description(description: str) -> str:
 
 
 def _get(obj: Any, key: str) -> Any:
-    if isinstance(obj, Mapping):
+    """``obj[key]`` of a mapping, else its attribute (LangChain's pydantic results and messages,
+    which are not mappings: they skip the ABC check, which costs more than the read)."""
+    if obj.__class__ is dict:
         return obj.get(key)
-    return getattr(obj, key, None)
+    value = getattr(obj, key, _ABSENT)
+    if value is not _ABSENT:
+        return value
+    return obj.get(key) if isinstance(obj, Mapping) else None
 
 
 def generations(response: Any) -> list[Any]:
@@ -455,8 +468,9 @@ def response_attributes(response: Any) -> dict[str, Any]:
     generation, message = first_generation_message(response)
     usage = _get(message, "usage_metadata") if message is not None else None
     llm_output = _get(response, "llm_output")
-    llm_output = llm_output if isinstance(llm_output, Mapping) else {}
-    if isinstance(usage, Mapping):
+    llm_output = (llm_output if llm_output.__class__ is dict or isinstance(llm_output, Mapping)
+                  else {})
+    if usage.__class__ is dict or (usage is not None and isinstance(usage, Mapping)):
         usage_attributes(usage, attrs)
     else:
         token_usage = llm_output.get("token_usage") or llm_output.get("usage")
@@ -466,7 +480,8 @@ def response_attributes(response: Any) -> dict[str, Any]:
             _int(attrs, attr.GEN_AI_USAGE_OUTPUT_TOKENS,
                  token_usage.get("completion_tokens", token_usage.get("output_tokens")))
     response_metadata = _get(message, "response_metadata") if message is not None else None
-    response_metadata = response_metadata if isinstance(response_metadata, Mapping) else {}
+    if response_metadata.__class__ is not dict and not isinstance(response_metadata, Mapping):
+        response_metadata = {}
     model = (response_metadata.get("model_name") or response_metadata.get("model")
              or llm_output.get("model_name") or llm_output.get("model"))
     if isinstance(model, str) and model:
@@ -491,18 +506,24 @@ _FINISH_REASON_KEYS = ("finish_reason", "stop_reason", "done_reason")
 _INCOMPLETE_REASONS = {"max_output_tokens": "length", "content_filter": "content_filter"}
 
 
+def _mapping_or_none(value: Any) -> Mapping[str, Any] | None:
+    if value.__class__ is dict or (value is not None and isinstance(value, Mapping)):
+        return value  # type: ignore[no-any-return]
+    return None
+
+
 def generation_finish_reason(generation: Any) -> str | None:
     """One generation's finish reason (generation_info, else its message's response_metadata)."""
-    info = _get(generation, "generation_info")
+    info = _mapping_or_none(_get(generation, "generation_info"))
     message = _get(generation, "message")
-    meta = _get(message, "response_metadata") if message is not None else None
+    meta = _mapping_or_none(_get(message, "response_metadata")) if message is not None else None
     for source in (info, meta):
-        if isinstance(source, Mapping):
+        if source is not None:
             for key in _FINISH_REASON_KEYS:
                 reason = source.get(key)
                 if isinstance(reason, str) and reason:
                     return reason
-    if isinstance(meta, Mapping) and meta.get("object") == "response":  # the Responses API
+    if meta is not None and meta.get("object") == "response":  # the Responses API
         details = meta.get("incomplete_details")
         reason = details.get("reason") if isinstance(details, Mapping) else None
         if isinstance(reason, str) and reason:

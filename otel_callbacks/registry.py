@@ -44,7 +44,8 @@ class RunState:
     """
 
     __slots__ = ("run_id", "span", "context", "root", "run_type", "descendants",
-                 "token_count", "first_chunk_ns", "start_ns", "metric_attributes", "retries",
+                 "token_count", "token_tally", "first_chunk_ns", "start_ns", "metric_attributes",
+                 "retries",
                  "near_limit", "stream_usage", "ids")
     recording = True  # the SDK records this run's span
 
@@ -56,7 +57,10 @@ class RunState:
         self.root = root if root is not None else self
         self.run_type = run_type
         self.descendants: set[Any] | None = None if root is not None else set()
+        # Streamed content tokens: ``token_count`` plus the ``token_tally`` the handler's hot path
+        # bumps (kept a small int, so a bump allocates nothing); read both through ``tokens``.
         self.token_count = 0
+        self.token_tally = 0
         self.first_chunk_ns = 0  # the first streamed chunk, content or not (time to first chunk)
         self.start_ns = start_ns
         self.metric_attributes: dict[str, Any] | None = None
@@ -66,6 +70,17 @@ class RunState:
         # cumulative provider, and what a run that never gets its own end had seen.
         self.stream_usage: StreamUsage | None = None
         self.ids = ids
+
+    @property
+    def tokens(self) -> int:
+        """Content tokens streamed so far."""
+        return self.token_count + self.token_tally
+
+    def count_token(self) -> int:
+        """Count one more content token, folding the tally in; returns the total."""
+        count = self.token_count = self.token_count + self.token_tally + 1
+        self.token_tally = 0
+        return count
 
 
 class UnsampledRunState(RunState):

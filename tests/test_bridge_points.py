@@ -10,7 +10,6 @@ from importlib.metadata import version
 from typing import Any, TypedDict
 
 import pytest
-import wrapt
 from langchain_core.runnables import RunnableConfig, RunnableLambda
 from opentelemetry import trace
 
@@ -50,7 +49,7 @@ def test_a_known_execution_point_exists_in_the_installed_release_and_is_patched(
         f"{package} {version(package)} has none of the execution points the context bridge "
         f"knows ({', '.join(f'{m}.{p}' for m, p in points)}): it moved them again, so user and "
         "HTTP spans inside its runs no longer nest. Find the new point in its source and add it.")
-    unpatched = [name for name, point in found.items() if not isinstance(point, wrapt.FunctionWrapper)]
+    unpatched = [name for name, point in found.items() if not context_bridge.is_patched(point)]
     assert not unpatched, f"found but not patched: {unpatched}"
 
 
@@ -62,10 +61,10 @@ def test_python310_async_entry_points_exist_and_are_patched(tracing: Tracing) ->
     for path in ("RunnableSeq.ainvoke", "RunnableSeq.astream", "RunnableCallable.ainvoke"):
         found = _points_found(tuple((m, path) for m in modules))
         assert found, f"langgraph {version('langgraph')} has no {path} in {modules}"
-        assert all(isinstance(p, wrapt.FunctionWrapper) for p in found.values()), found
+        assert all(context_bridge.is_patched(p) for p in found.values()), found
     coro = _resolve("langchain_core.runnables.utils", "coro_with_context")
     assert coro is not None, f"langchain-core {version('langchain-core')} has no coro_with_context"
-    assert isinstance(coro, wrapt.FunctionWrapper)
+    assert context_bridge.is_patched(coro)
 
 
 def _parent_name(tracing: Tracing, name: str) -> str | None:
