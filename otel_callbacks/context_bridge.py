@@ -101,6 +101,9 @@ def _annotate_model_span(context: Context, model: Any) -> None:
 
 
 _PENDING: ContextVar[_Scope | None] = ContextVar("otel_callbacks_pending_scope", default=None)
+# The scope waiting here, if any: a C-level read, so a run's start checks it before calling
+# ``claim_pending_scope`` (nearly always nothing waits).
+scope_waiting = _PENDING.get
 
 
 def claim_pending_scope(context: Context, run_type: str, parent_run_id: Any = None) -> None:

@@ -33,7 +33,7 @@ from .content import (
     utf8_safe,
     utf8_safe_attributes,
 )
-from .context_bridge import claim_pending_scope
+from .context_bridge import claim_pending_scope, scope_waiting
 from .conversation import for_child, for_root
 from .evaluation import remember_root
 from .handlers import BaseCallbackHandler
@@ -152,17 +152,17 @@ class OTelHandler(BaseCallbackHandler):
         return self._metrics is not None
 
     # --- lifecycle core ------------------------------------------------------------------
-    def _start(self, run_id: Any, parent_run_id: Any, run_type: str, name: str,
-               attributes: dict[str, Any], metadata: Any, kind: SpanKind = _INTERNAL
+    def _start(self, run_id: Any, parent_run_id: Any, parent: RunState | None, run_type: str,
+               name: str, attributes: dict[str, Any], metadata: Any, kind: SpanKind = _INTERNAL
                ) -> RunState | None:
-        registry = self._registry
-        if registry.get(run_id) is not None:
-            _log_once("start", "duplicate", logging.DEBUG,
-                      "run %s started twice; the second start is ignored", run_id)
-            return None
-        if run_id in _ACTIVE_CONTEXTS and self._traced_on_same_provider(run_id):
-            return None
-        parent = registry.get(parent_run_id) if parent_run_id is not None else None
+        """Start the run's span; ``parent`` is this handler's open parent run, if any."""
+        if run_id in _ACTIVE_CONTEXTS:  # traced already: by us (a second start) or another handler
+            if self._registry.get(run_id) is not None:
+                _log_once("start", "duplicate", logging.DEBUG,
+                          "run %s started twice; the second start is ignored", run_id)
+                return None
+            if self._traced_on_same_provider(run_id):
+                return None
         parent_context: Context | None
         if parent is not None:
             parent_context = parent.context
@@ -195,18 +195,16 @@ class OTelHandler(BaseCallbackHandler):
         if evicted:
             _finish_all(evicted, self._metrics, _evicted_marks, self._budget)
 
-    def _unsampled_child(self, run_id: Any, parent_run_id: Any, run_type: str) -> bool:
+    def _unsampled_child(self, run_id: Any, parent_run_id: Any, parent: RunState,
+                         run_type: str) -> bool:
         """Start a run of an unsampled trace with no span work, when the sampler would drop it.
 
         The run is registered with its parent's (unsampled) span and context, so its children
         find their parent and take this path too, and the context bridge makes the unsampled
         context current where the run executes: user and HTTP spans inside are dropped as well.
-        Returns False (build the span as usual) when the parent records or the sampler might
-        keep a child of an unsampled parent.
+        Called for a parent that does not record; returns False (build the span as usual)
+        when the sampler might keep a child of an unsampled parent.
         """
-        parent = self._open_run(parent_run_id)
-        if parent is None or parent.recording:
-            return False
         follows = self._children_follow_parent
         if follows is None:
             provider = self._provider or trace.get_tracer_provider()
@@ -222,7 +220,8 @@ class OTelHandler(BaseCallbackHandler):
             self._register(state)
             # Whatever waits for this run's start (a model's or retriever's call, LangGraph's
             # async node on Python 3.10) gets the unsampled context, as a sampled run's span.
-            claim_pending_scope(state.context, run_type, parent_run_id)
+            if scope_waiting() is not None:
+                claim_pending_scope(state.context, run_type, parent_run_id)
         return True
 
     def _end(self, run_id: Any, attributes: dict[str, Any] | None = None,
@@ -306,7 +305,9 @@ class OTelHandler(BaseCallbackHandler):
                        metadata: dict[str, Any] | None = None, name: str | None = None,
                        run_type: str | None = None, **kwargs: Any) -> None:
         try:
-            if parent_run_id is not None and self._unsampled_child(run_id, parent_run_id, attr.CHAIN):
+            parent = self._open_run(parent_run_id) if parent_run_id is not None else None
+            if (parent is not None and not parent.recording
+                    and self._unsampled_child(run_id, parent_run_id, parent, attr.CHAIN)):
                 return
             name = mapping.run_name(serialized, name, "chain")
             attributes = mapping.common_attributes(run_id, attr.CHAIN, tags, metadata)
@@ -316,9 +317,11 @@ class OTelHandler(BaseCallbackHandler):
                 attributes[attr.RUN_NAME] = name
             if self._content.enabled:
                 self._content_attr(attributes, attr.RUN_INPUTS, inputs)
-            state = self._start(run_id, parent_run_id, attr.CHAIN, span_name, attributes, metadata)
-            if state is not None:  # LangGraph's async nodes on Python 3.10 wait for this
-                claim_pending_scope(state.context, attr.CHAIN, parent_run_id)
+            state = self._start(run_id, parent_run_id, parent, attr.CHAIN, span_name, attributes,
+                                metadata)
+            if state is not None:
+                if scope_waiting() is not None:  # LangGraph's async nodes on Python 3.10
+                    claim_pending_scope(state.context, attr.CHAIN, parent_run_id)
                 if state.ids is not None and inputs.__class__ is not dict:
                     resume.on_chain_start(state, inputs)  # Command(resume=...) expects a link
         except Exception as exc:
@@ -344,7 +347,9 @@ class OTelHandler(BaseCallbackHandler):
     def _model_start(self, run_type: str, serialized: Any, run_id: Any, parent_run_id: Any,
                      tags: Any, metadata: Any, kwargs: dict[str, Any],
                      input_attrs: Callable[[dict[str, Any]], None]) -> None:
-        if parent_run_id is not None and self._unsampled_child(run_id, parent_run_id, run_type):
+        parent = self._open_run(parent_run_id) if parent_run_id is not None else None
+        if (parent is not None and not parent.recording
+                and self._unsampled_child(run_id, parent_run_id, parent, run_type)):
             return
         span_name, kind, model_attrs = mapping.model_span(run_type, serialized, metadata, kwargs)
         attributes = mapping.common_attributes(run_id, run_type, tags, metadata)
@@ -352,11 +357,13 @@ class OTelHandler(BaseCallbackHandler):
         attributes.update(model_attrs)
         if self._content.enabled:
             input_attrs(attributes)
-        state = self._start(run_id, parent_run_id, run_type, span_name, attributes, metadata, kind)
+        state = self._start(run_id, parent_run_id, parent, run_type, span_name, attributes,
+                            metadata, kind)
         if state is not None:
             if self._model_metrics and (self._metrics is not None or self._metrics_ready()):
                 state.metric_attributes = GenAIMetrics.base_attributes(model_attrs)
-            claim_pending_scope(state.context, run_type)
+            if scope_waiting() is not None:  # its stream's scope
+                claim_pending_scope(state.context, run_type)
 
     def on_chat_model_start(self, serialized: dict[str, Any] | None, messages: list[list[Any]], *,
                             run_id: UUID, parent_run_id: UUID | None = None,
@@ -484,7 +491,9 @@ class OTelHandler(BaseCallbackHandler):
                       metadata: dict[str, Any] | None = None, inputs: dict[str, Any] | None = None,
                       **kwargs: Any) -> None:
         try:
-            if parent_run_id is not None and self._unsampled_child(run_id, parent_run_id, attr.TOOL):
+            parent = self._open_run(parent_run_id) if parent_run_id is not None else None
+            if (parent is not None and not parent.recording
+                    and self._unsampled_child(run_id, parent_run_id, parent, attr.TOOL)):
                 return
             name = mapping.run_name(serialized, kwargs.get("name"), "tool")
             attributes = mapping.common_attributes(run_id, attr.TOOL, tags, metadata)
@@ -494,7 +503,8 @@ class OTelHandler(BaseCallbackHandler):
             attributes.update(tool_attrs)
             self._content_attr(attributes, attr.GEN_AI_TOOL_CALL_ARGUMENTS,
                                inputs if inputs is not None else input_str)
-            state = self._start(run_id, parent_run_id, attr.TOOL, span_name, attributes, metadata)
+            state = self._start(run_id, parent_run_id, parent, attr.TOOL, span_name, attributes,
+                                metadata)
             if state is not None and (self._metrics is not None or self._metrics_ready()):
                 state.metric_attributes = GenAIMetrics.tool_attributes(tool_attrs)
         except Exception as exc:
@@ -520,16 +530,17 @@ class OTelHandler(BaseCallbackHandler):
                            parent_run_id: UUID | None = None, tags: list[str] | None = None,
                            metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
         try:
-            if parent_run_id is not None and self._unsampled_child(run_id, parent_run_id,
-                                                                   attr.RETRIEVER):
+            parent = self._open_run(parent_run_id) if parent_run_id is not None else None
+            if (parent is not None and not parent.recording
+                    and self._unsampled_child(run_id, parent_run_id, parent, attr.RETRIEVER)):
                 return
             name = mapping.run_name(serialized, kwargs.get("name"), "retriever")
             attributes = mapping.common_attributes(run_id, attr.RETRIEVER, tags, metadata)
             attributes[attr.RUN_NAME] = name
             attributes[attr.GEN_AI_OPERATION_NAME] = attr.OP_RETRIEVAL
             self._content_attr(attributes, attr.GEN_AI_RETRIEVAL_QUERY_TEXT, query)
-            state = self._start(run_id, parent_run_id, attr.RETRIEVER, f"{attr.OP_RETRIEVAL} {name}",
-                                attributes, metadata)
+            state = self._start(run_id, parent_run_id, parent, attr.RETRIEVER,
+                                f"{attr.OP_RETRIEVAL} {name}", attributes, metadata)
             if state is not None:
                 claim_pending_scope(state.context, attr.RETRIEVER)
         except Exception as exc:
