@@ -12,6 +12,7 @@ import re
 import sys
 import weakref
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -33,6 +34,7 @@ _PROVIDERS = {
 _AGENT_NAME = re.compile(r"agent", re.IGNORECASE)
 _MAX_ATTR = 1024
 _ABSENT = object()
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
 # Message ids LangChain makes up when the provider gave none (1.x: "lc_run-...", 0.3: "run-...").
 _LANGCHAIN_MESSAGE_IDS = ("lc_run-", "run-")
 
@@ -171,9 +173,26 @@ def _named_like_agent(name: str) -> bool:
     return hit
 
 
+_AGENT_METADATA = frozenset(("lc_agent_name", "agent_name", "ls_agent_type"))
+_plain_chain_spans: dict[str, tuple[str, dict[str, Any]]] = {}
+
+
 def chain_span(name: str, tags: Any, metadata: Any) -> tuple[str, dict[str, Any]]:
-    """Chain runs keep their own name unless they are agents."""
-    agent = agent_name(name, tags, metadata)
+    """Chain runs keep their own name unless they are agents.
+
+    Most chain runs carry no agent tag or metadata: then only the name decides, once per name.
+    The returned dict is shared: read it, do not change it."""
+    if ((not metadata or (metadata.__class__ is dict and _AGENT_METADATA.isdisjoint(metadata)))
+            and not (tags and "agent" in tags)):
+        found = _plain_chain_spans.get(name)
+        if found is None:
+            found = _remember(_plain_chain_spans, name,
+                              _chain_span(name, name if _named_like_agent(name) else None))
+        return found
+    return _chain_span(name, agent_name(name, tags, metadata))
+
+
+def _chain_span(name: str, agent: str | None) -> tuple[str, dict[str, Any]]:
     if agent is not None:
         return f"{attr.OP_INVOKE_AGENT} {agent}", {
             attr.GEN_AI_OPERATION_NAME: attr.OP_INVOKE_AGENT, attr.GEN_AI_AGENT_NAME: agent}
@@ -438,16 +457,6 @@ def generations(response: Any) -> list[Any]:
     return [g for batch in _get(response, "generations") or () for g in (batch or ())]
 
 
-def first_generation_message(response: Any) -> tuple[Any, Any]:
-    """(first generation, its message or None) of an LLMResult-like object."""
-    generations = _get(response, "generations")
-    try:
-        generation = generations[0][0]
-    except (TypeError, IndexError, KeyError):
-        return None, None
-    return generation, _get(generation, "message")
-
-
 def usage_attributes(usage: Mapping[str, Any], attrs: dict[str, Any]) -> dict[str, Any]:
     """The token counts of LangChain's ``usage_metadata`` (a message's or a chunk's) into ``attrs``."""
     _int(attrs, attr.GEN_AI_USAGE_INPUT_TOKENS, usage.get("input_tokens"))
@@ -465,11 +474,23 @@ def usage_attributes(usage: Mapping[str, Any], attrs: dict[str, Any]) -> dict[st
 def response_attributes(response: Any) -> dict[str, Any]:
     """Usage, response model/id and finish reasons from an LLMResult (or a dict of one)."""
     attrs: dict[str, Any] = {}
-    generation, message = first_generation_message(response)
+    message = response_metadata = None
+    reasons: list[str] = []
+    first_batch = True
+    for batch in _get(response, "generations") or ():  # one pass: each object read once
+        for index, generation in enumerate(batch or ()):
+            info = _mapping_or_none(_get(generation, "generation_info"))
+            generation_message = _get(generation, "message")
+            meta = (_mapping_or_none(_get(generation_message, "response_metadata"))
+                    if generation_message is not None else None)
+            if first_batch and index == 0:
+                message, response_metadata = generation_message, meta
+            reason = _finish_reason(info, meta, generation_message)
+            if reason is not None:
+                reasons.append(reason)
+        first_batch = False
     usage = _get(message, "usage_metadata") if message is not None else None
-    llm_output = _get(response, "llm_output")
-    llm_output = (llm_output if llm_output.__class__ is dict or isinstance(llm_output, Mapping)
-                  else {})
+    llm_output = _mapping_or_none(_get(response, "llm_output")) or _EMPTY
     if usage.__class__ is dict or (usage is not None and isinstance(usage, Mapping)):
         usage_attributes(usage, attrs)
     else:
@@ -479,9 +500,7 @@ def response_attributes(response: Any) -> dict[str, Any]:
                  token_usage.get("prompt_tokens", token_usage.get("input_tokens")))
             _int(attrs, attr.GEN_AI_USAGE_OUTPUT_TOKENS,
                  token_usage.get("completion_tokens", token_usage.get("output_tokens")))
-    response_metadata = _get(message, "response_metadata") if message is not None else None
-    if response_metadata.__class__ is not dict and not isinstance(response_metadata, Mapping):
-        response_metadata = {}
+    response_metadata = response_metadata or _EMPTY
     model = (response_metadata.get("model_name") or response_metadata.get("model")
              or llm_output.get("model_name") or llm_output.get("model"))
     if isinstance(model, str) and model:
@@ -493,9 +512,8 @@ def response_attributes(response: Any) -> dict[str, Any]:
             response_id = message_id
     if isinstance(response_id, str) and response_id:
         attrs[attr.GEN_AI_RESPONSE_ID] = response_id
-    reasons = finish_reasons(response)
     if reasons:
-        attrs[attr.GEN_AI_RESPONSE_FINISH_REASONS] = reasons
+        attrs[attr.GEN_AI_RESPONSE_FINISH_REASONS] = tuple(reasons)
     return attrs
 
 
@@ -517,6 +535,11 @@ def generation_finish_reason(generation: Any) -> str | None:
     info = _mapping_or_none(_get(generation, "generation_info"))
     message = _get(generation, "message")
     meta = _mapping_or_none(_get(message, "response_metadata")) if message is not None else None
+    return _finish_reason(info, meta, message)
+
+
+def _finish_reason(info: Mapping[str, Any] | None, meta: Mapping[str, Any] | None,
+                   message: Any) -> str | None:
     for source in (info, meta):
         if source is not None:
             for key in _FINISH_REASON_KEYS:
@@ -534,11 +557,6 @@ def generation_finish_reason(generation: Any) -> str | None:
         if isinstance(status, str) and status:
             return status
     return None
-
-
-def finish_reasons(response: Any) -> tuple[str, ...]:
-    reasons = (generation_finish_reason(g) for g in generations(response))
-    return tuple(r for r in reasons if r is not None)
 
 
 def _int(attrs: dict[str, Any], key: str, value: Any) -> None:
