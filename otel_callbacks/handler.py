@@ -50,6 +50,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 _logged: set[tuple[str, str]] = set()  # (event, what went wrong) already logged
 _live_handlers: weakref.WeakSet[OTelHandler] = weakref.WeakSet()
 _INTERNAL = SpanKind.INTERNAL
+try:  # the SDK's span class: one it has just started records (else it returns a non-recording
+    # span), which saves asking ``is_recording()`` per run
+    from opentelemetry.sdk.trace import _Span as _SDK_SPAN
+except ImportError:  # pragma: no cover - another SDK: ask every span
+    _SDK_SPAN = None  # type: ignore[assignment,misc]
 _MODEL_RUNS = frozenset({attr.CHAT_MODEL, attr.LLM})
 _NOT_STREAMING = RunState(FORGOTTEN, trace.INVALID_SPAN, Context(), None, "", 0)
 # The most that flushing spans of runs still open adds to interpreter exit (or to ``close()``),
@@ -182,7 +187,8 @@ class OTelHandler(BaseCallbackHandler):
         span = self._tracer.start_span(name, context=parent_context, kind=kind,
                                        attributes=utf8_safe_attributes(attributes))
         # The run's context extends its parent's (or the caller's), so baggage flows through.
-        state = (RunState if span.is_recording() else UnsampledRunState)(
+        state = (RunState if span.__class__ is _SDK_SPAN or span.is_recording()
+                 else UnsampledRunState)(
             run_id, span, trace.set_span_in_context(span, parent_context),
             parent.root if parent is not None else None, run_type, time.time_ns(), ids)
         if near_limit:

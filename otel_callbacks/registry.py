@@ -56,7 +56,9 @@ class RunState:
         self.context = context
         self.root = root if root is not None else self
         self.run_type = run_type
-        self.descendants: set[Any] | None = None if root is not None else set()
+        # A root's open descendants: the states themselves (hashed by identity, in C; a run
+        # id would cost a Python-level UUID hash per add and discard).
+        self.descendants: set[RunState] | None = None if root is not None else set()
         # Streamed content tokens: ``token_count`` plus the ``token_tally`` the handler's hot path
         # bumps (kept a small int, so a bump allocates nothing); read both through ``tokens``.
         self.token_count = 0
@@ -120,7 +122,7 @@ class RunRegistry:
         _ACTIVE_CONTEXTS.setdefault(run_id, state.context)
         root = state.root
         if root is not state:
-            root.descendants.add(run_id)  # type: ignore[union-attr]
+            root.descendants.add(state)  # type: ignore[union-attr]
         if len(runs) <= self.max_open_runs:
             return _NOTHING
         evicted: list[RunState] = []
@@ -146,9 +148,11 @@ class RunRegistry:
         if not root.descendants:
             return []
         with self._lock:
-            popped = (self._runs.pop(run_id, None) for run_id in list(root.descendants))
-            states = [state for state in popped if state is not None]
+            runs = self._runs
+            states = [state for state in list(root.descendants)
+                      if runs.get(state.run_id) is state]
             for state in states:
+                del runs[state.run_id]
                 self._forget(state)
             root.descendants.clear()
         return states
@@ -170,5 +174,5 @@ class RunRegistry:
             _ACTIVE_CONTEXTS[run_id] = context  # another handler's entry for the same run
         root = state.root
         if root is not state and root.descendants is not None:
-            root.descendants.discard(run_id)
+            root.descendants.discard(state)
         state.run_id = FORGOTTEN
