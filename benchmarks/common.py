@@ -69,6 +69,11 @@ class EveryTenthKept:
         low = 1 if self._n % 10 == 1 else (1 << 64) - 1  # the ratio sampler reads the low 64 bits
         return (self._n << 64) | low
 
+    def is_trace_id_random(self) -> bool:
+        # Asked by the SDK (1.39+) for every new trace: without it every root span failed to
+        # start, and the sampled figures measured that failure instead of sampling.
+        return False
+
 
 def _sampling_options() -> dict[str, Any]:
     if os.environ.get(SAMPLER_ENV) != "ratio10":
