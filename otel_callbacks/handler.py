@@ -338,8 +338,10 @@ class OTelHandler(BaseCallbackHandler):
         try:
             if self._content.enabled:
                 attributes: dict[str, Any] = {}
-                self._content_attr(attributes, attr.RUN_OUTPUTS, outputs)
-                self._end(run_id, attributes)
+                try:
+                    self._content_attr(attributes, attr.RUN_OUTPUTS, outputs)
+                finally:  # the span ends whatever reading the output raised
+                    self._end(run_id, attributes)
             else:
                 self._end(run_id)
         except Exception as exc:
@@ -458,25 +460,18 @@ class OTelHandler(BaseCallbackHandler):
 
     def on_llm_end(self, response: Any, *, run_id: UUID, parent_run_id: UUID | None = None,
                    tags: list[str] | None = None, **kwargs: Any) -> None:
+        attributes: dict[str, Any] | None = None
         try:
-            state = self._open_run(run_id)
-            if state is not None and not state.recording and state.metric_attributes is None:
-                self._end(run_id)  # unsampled, no metrics: nothing to read from the response
-                return
-            attributes = mapping.response_attributes(response)
-            if self._content.enabled:
-                outputs = []
-                for generation in mapping.generations(response):
-                    message = getattr(generation, "message", None)
-                    reason = mapping.generation_finish_reason(generation)
-                    if message is not None:
-                        outputs.append(to_genai_message(message, reason))
-                    else:
-                        out = to_genai_message(getattr(generation, "text", generation), reason)
-                        out["role"] = "assistant"
-                        outputs.append(out)
-                self._content_attr(attributes, attr.GEN_AI_OUTPUT_MESSAGES, outputs)
-            self._end(run_id, attributes)
+            try:
+                state = self._open_run(run_id)
+                # An unsampled run without metrics has nothing to read from the response.
+                if state is not None and (state.recording or state.metric_attributes is not None):
+                    attributes = mapping.response_attributes(response)
+                    if self._content.enabled:
+                        self._content_attr(attributes, attr.GEN_AI_OUTPUT_MESSAGES,
+                                           _output_messages(response))
+            finally:  # the span ends whatever reading the response raised
+                self._end(run_id, attributes)
         except Exception as exc:
             _skipped(self, "on_llm_end", exc)
 
@@ -518,13 +513,16 @@ class OTelHandler(BaseCallbackHandler):
 
     def on_tool_end(self, output: Any, *, run_id: UUID, parent_run_id: UUID | None = None,
                     tags: list[str] | None = None, **kwargs: Any) -> None:
+        attributes: dict[str, Any] = {}
         try:
-            attributes: dict[str, Any] = {}
-            call_id = mapping.tool_call_id(output)
-            if call_id is not None:
-                attributes[attr.GEN_AI_TOOL_CALL_ID] = call_id
-            self._content_attr(attributes, attr.GEN_AI_TOOL_CALL_RESULT, getattr(output, "content", output))
-            self._end(run_id, attributes)
+            try:
+                call_id = mapping.tool_call_id(output)
+                if call_id is not None:
+                    attributes[attr.GEN_AI_TOOL_CALL_ID] = call_id
+                self._content_attr(attributes, attr.GEN_AI_TOOL_CALL_RESULT,
+                                   getattr(output, "content", output))
+            finally:  # the span ends whatever reading the output raised
+                self._end(run_id, attributes)
         except Exception as exc:
             _skipped(self, "on_tool_end", exc)
 
@@ -555,15 +553,17 @@ class OTelHandler(BaseCallbackHandler):
     def on_retriever_end(self, documents: Sequence[Any], *, run_id: UUID,
                          parent_run_id: UUID | None = None, tags: list[str] | None = None,
                          **kwargs: Any) -> None:
+        attributes: dict[str, Any] = {}
         try:
-            attributes: dict[str, Any] = {}
-            if isinstance(documents, Sequence):
-                attributes[attr.RETRIEVAL_DOCUMENT_COUNT] = len(documents)
-                if self._content.enabled:
-                    self._content_attr(attributes, attr.GEN_AI_RETRIEVAL_DOCUMENTS, [
-                        {"id": getattr(d, "id", None), "content": getattr(d, "page_content", d),
-                         "metadata": getattr(d, "metadata", None)} for d in documents])
-            self._end(run_id, attributes)
+            try:
+                if isinstance(documents, Sequence):
+                    attributes[attr.RETRIEVAL_DOCUMENT_COUNT] = len(documents)
+                    if self._content.enabled:
+                        self._content_attr(attributes, attr.GEN_AI_RETRIEVAL_DOCUMENTS, [
+                            {"id": getattr(d, "id", None), "content": getattr(d, "page_content", d),
+                             "metadata": getattr(d, "metadata", None)} for d in documents])
+            finally:  # the span ends whatever reading the documents raised
+                self._end(run_id, attributes)
         except Exception as exc:
             _skipped(self, "on_retriever_end", exc)
 
@@ -632,6 +632,21 @@ class OTelHandler(BaseCallbackHandler):
 
 # LangGraph sends on_interrupt / on_resume only to instances of its GraphCallbackHandler.
 resume.adopt_graph_lifecycle(OTelHandler)
+
+
+def _output_messages(response: Any) -> list[dict[str, Any]]:
+    """The response's generations as GenAI output messages (content capture only)."""
+    outputs = []
+    for generation in mapping.generations(response):
+        message = getattr(generation, "message", None)
+        reason = mapping.generation_finish_reason(generation)
+        if message is not None:
+            outputs.append(to_genai_message(message, reason))
+        else:
+            out = to_genai_message(getattr(generation, "text", generation), reason)
+            out["role"] = "assistant"
+            outputs.append(out)
+    return outputs
 
 
 def _note_stream_usage(state: RunState, chunk: Any) -> None:

@@ -477,18 +477,21 @@ def response_attributes(response: Any) -> dict[str, Any]:
     message = response_metadata = None
     reasons: list[str] = []
     first_batch = True
-    for batch in _get(response, "generations") or ():  # one pass: each object read once
-        for index, generation in enumerate(batch or ()):
-            info = _mapping_or_none(_get(generation, "generation_info"))
-            generation_message = _get(generation, "message")
-            meta = (_mapping_or_none(_get(generation_message, "response_metadata"))
-                    if generation_message is not None else None)
-            if first_batch and index == 0:
-                message, response_metadata = generation_message, meta
-            reason = _finish_reason(info, meta, generation_message)
-            if reason is not None:
-                reasons.append(reason)
-        first_batch = False
+    try:
+        for batch in _get(response, "generations") or ():  # one pass: each object read once
+            for index, generation in enumerate(batch or ()):
+                info = _mapping_or_none(_get(generation, "generation_info"))
+                generation_message = _get(generation, "message")
+                meta = (_mapping_or_none(_get(generation_message, "response_metadata"))
+                        if generation_message is not None else None)
+                if first_batch and index == 0:
+                    message, response_metadata = generation_message, meta
+                reason = _finish_reason(info, meta, generation_message)
+                if reason is not None:
+                    reasons.append(reason)
+            first_batch = False
+    except TypeError:  # generations or a batch that is not iterable: what was read so far
+        pass
     usage = _get(message, "usage_metadata") if message is not None else None
     llm_output = _mapping_or_none(_get(response, "llm_output")) or _EMPTY
     if usage.__class__ is dict or (usage is not None and isinstance(usage, Mapping)):

@@ -1,0 +1,80 @@
+"""A run's span ends whatever reading its result raises: a response, tool output, document list
+or chain output that blows up when read costs its attributes, never the span (before, the span
+stayed open until eviction, and its children's tree with it)."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import pytest
+
+from otel_callbacks import attributes as attr
+from tests.conftest import Tracing
+
+
+class Exploding:
+    """Every attribute read raises: a result object of a shape nobody expected."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError(f"cannot read {name}")
+
+
+class ExplodingDocuments(Sequence[Any]):
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, index: Any) -> Any:
+        raise RuntimeError("cannot read a document")
+
+    def __iter__(self) -> Iterator[Any]:
+        raise RuntimeError("cannot iterate the documents")
+
+
+def _start(handler: Any, kind: str, run_id: uuid.UUID) -> None:
+    if kind == "llm":
+        handler.on_chat_model_start({"name": "Model"}, [[]], run_id=run_id)
+    elif kind == "tool":
+        handler.on_tool_start({"name": "lookup"}, "q", run_id=run_id)
+    elif kind == "retriever":
+        handler.on_retriever_start({"name": "Docs"}, "q", run_id=run_id)
+    else:
+        handler.on_chain_start({"name": "Chain"}, {}, run_id=run_id)
+
+
+def _end(handler: Any, kind: str, run_id: uuid.UUID) -> None:
+    if kind == "llm":
+        handler.on_llm_end(Exploding(), run_id=run_id)
+    elif kind == "tool":
+        handler.on_tool_end(Exploding(), run_id=run_id)
+    elif kind == "retriever":
+        handler.on_retriever_end(ExplodingDocuments(), run_id=run_id)
+    else:
+        handler.on_chain_end(Exploding(), run_id=run_id)
+
+
+@pytest.mark.parametrize("kind", ["llm", "tool", "retriever", "chain"])
+@pytest.mark.parametrize("capture", [False, True])
+def test_span_ends_when_reading_the_result_raises(tracing: Tracing, kind: str, capture: bool,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    handler = tracing.handler(capture_content=capture)
+    run_id = uuid.uuid4()
+    _start(handler, kind, run_id)
+    with caplog.at_level(logging.DEBUG, logger="otel_callbacks"):
+        _end(handler, kind, run_id)  # must not raise into the caller
+    spans = tracing.spans()
+    assert len(spans) == 1, "the span must be ended (exported) even though its result exploded"
+    assert spans[0].attributes[attr.RUN_ID] == str(run_id)
+    assert len(handler._registry) == 0  # nothing left open
+
+
+def test_raise_error_still_ends_the_span_then_raises(tracing: Tracing) -> None:
+    handler = tracing.handler()
+    handler.raise_error = True
+    run_id = uuid.uuid4()
+    _start(handler, "tool", run_id)
+    with pytest.raises(RuntimeError, match="cannot read"):
+        _end(handler, "tool", run_id)
+    assert [s.name for s in tracing.spans()] == ["execute_tool lookup"]
