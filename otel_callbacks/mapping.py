@@ -110,8 +110,9 @@ def common_attributes(run_id: Any, run_type: str, tags: Any, metadata: Any) -> d
     if tags:
         try:
             key = tuple(tags)
-            value = _tags_cache[key] if key in _tags_cache else _remember(
-                _tags_cache, key, _tags_attribute(key))
+            value = _tags_cache.get(key, _ABSENT)  # one hash of the tuple, hit or miss
+            if value is _ABSENT:
+                value = _remember(_tags_cache, key, _tags_attribute(key))
         except TypeError:  # unhashable tags: convert without caching
             value = _tags_attribute(tags)
         if value is not None:
@@ -122,8 +123,9 @@ def common_attributes(run_id: Any, run_type: str, tags: Any, metadata: Any) -> d
                 continue
             try:
                 cache_key = (key, type(value), value)
-                item = _metadata_cache[cache_key] if cache_key in _metadata_cache else _remember(
-                    _metadata_cache, cache_key, _metadata_attribute(key, value))
+                item: Any = _metadata_cache.get(cache_key, _ABSENT)
+                if item is _ABSENT:
+                    item = _remember(_metadata_cache, cache_key, _metadata_attribute(key, value))
             except TypeError:  # unhashable value (dict, list): convert every time
                 item = _metadata_attribute(key, value)
             if item is not None:
