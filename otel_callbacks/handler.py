@@ -56,6 +56,7 @@ try:  # the SDK's span class: one it has just started records (else it returns a
 except ImportError:  # pragma: no cover - another SDK: ask every span
     _SDK_SPAN = None  # type: ignore[assignment,misc]
 _MODEL_RUNS = frozenset({attr.CHAT_MODEL, attr.LLM})
+_MEASURED_RUNS = _MODEL_RUNS | {attr.TOOL}  # the runs metrics count
 _NOT_STREAMING = RunState(FORGOTTEN, trace.INVALID_SPAN, Context(), None, "", 0)
 # The most that flushing spans of runs still open adds to interpreter exit (or to ``close()``),
 # whatever the number of handlers: an unreachable collector must not hold the app's exit.
@@ -217,9 +218,10 @@ class OTelHandler(BaseCallbackHandler):
             follows = children_follow_unsampled_parent(provider)
             if not isinstance(provider, trace.ProxyTracerProvider):
                 self._children_follow_parent = follows
-        if not follows or (run_type in _MODEL_RUNS and self._model_metrics
+        if not follows or (run_type in _MEASURED_RUNS
+                           and (run_type == attr.TOOL or self._model_metrics)
                            and (self._metrics is not None or self._metrics_ready())):
-            return False  # metrics count every model call, sampled or not
+            return False  # metrics count every model and tool call, sampled or not
         if self._registry.get(run_id) is None:  # else a duplicate start: ignored
             state = UnsampledRunState(run_id, parent.span, parent.context, parent.root, run_type,
                                       0, parent.ids)

@@ -223,7 +223,7 @@ def test_a_sampler_that_keeps_children_of_unsampled_parents_gets_every_child() -
     assert set(spans) == set(recorder.parents) - set(recorder.roots())  # all but the root
 
 
-def test_unsampled_model_calls_still_count_in_metrics() -> None:
+def test_unsampled_model_and_tool_calls_still_count_in_metrics() -> None:
     reader = InMemoryMetricReader()
     meters = MeterProvider(metric_readers=[reader])
     sampled = Sampled(plan=[False, True])
@@ -234,6 +234,7 @@ def test_unsampled_model_calls_still_count_in_metrics() -> None:
     counts = {m.name: sum(p.count for p in m.data.data_points)
               for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
     assert counts["gen_ai.client.operation.duration"] == 2  # both requests, one traced
+    assert counts["langchain.tool.duration"] == 2  # the tool call of each
     assert {s.context.trace_id for s in sampled.spans()} == {KEEP}
     meters.shutdown()
 
