@@ -18,11 +18,14 @@ import gc
 import importlib
 import inspect
 import types
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterator, Mapping
 from typing import Any, TypedDict
 
 import pytest
 import wrapt
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from langchain_core.documents import Document
 from langchain_core.language_models import BaseChatModel, BaseLLM
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
@@ -33,10 +36,10 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import RunnableConfig, RunnableLambda
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.trace import StatusCode
+from opentelemetry.trace import SpanKind, StatusCode
 
 from otel_callbacks import attributes as attr
-from otel_callbacks import context_bridge
+from otel_callbacks import context_bridge, mapping
 from tests.conftest import RunRecorder, Tracing, assert_span_tree_matches
 
 TOKEN_EVENTS = (attr.EVENT_FIRST_TOKEN, attr.EVENT_TOKEN)
@@ -746,3 +749,343 @@ def test_user_span_in_a_langgraph_node_nests_under_the_node_run(
         assert span.parent is not None and span.parent.span_id == node_run.context.span_id, cycle
         context_bridge.uninstall()
         context_bridge.install()
+
+
+# --- 3. the mapping's dict fast paths -------------------------------------------------------
+class FrozenMapping(Mapping):  # type: ignore[type-arg]
+    """A read-only Mapping that is no dict (like a config or metadata object of a framework)."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self._data = data
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+def deep(value: Any, kind: Any) -> Any:
+    """``value`` with every dict in it (at any depth) turned into ``kind``."""
+    if isinstance(value, dict):
+        return kind({k: deep(v, kind) for k, v in value.items()})
+    if isinstance(value, list):
+        return [deep(v, kind) for v in value]
+    return value
+
+
+MAPPING_KINDS = [pytest.param(dict, id="dict"),
+                 pytest.param(types.MappingProxyType, id="MappingProxyType"),
+                 pytest.param(FrozenMapping, id="custom Mapping")]
+
+USAGE = {"input_tokens": 7, "output_tokens": 3, "total_tokens": 10,
+         "input_token_details": {"cache_read": 2, "cache_creation": 1},
+         "output_token_details": {"reasoning": 1}}
+USAGE_ATTRIBUTES = {attr.GEN_AI_USAGE_INPUT_TOKENS: 7, attr.GEN_AI_USAGE_OUTPUT_TOKENS: 3,
+                    attr.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: 2,
+                    attr.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS: 1,
+                    attr.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS: 1}
+
+
+def chat_result(response_metadata: dict[str, Any], *, message_id: str = "lc_run-123",
+                generation_info: dict[str, Any] | None = None,
+                tool_calls: list[Any] | None = None, usage: dict[str, Any] | None = None,
+                llm_output: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An LLMResult of one chat generation, as plain data (a "dict of one")."""
+    message: dict[str, Any] = {"content": "hi", "response_metadata": response_metadata,
+                               "id": message_id, "tool_calls": tool_calls or []}
+    if usage is not None:
+        message["usage_metadata"] = usage
+    generation: dict[str, Any] = {"message": message}
+    if generation_info is not None:
+        generation["generation_info"] = generation_info
+    return {"generations": [[generation]], "llm_output": llm_output}
+
+
+TOOL_CALL = {"name": "lookup", "args": {"city": "Paris"}, "id": "call_1", "type": "tool_call"}
+# (case, LLMResult as plain data, the attributes response_attributes must give)
+RESPONSES = [
+    ("openai chat completions", chat_result(
+        {"model_name": "gpt-4o-2024", "id": "chatcmpl-1", "finish_reason": "length"},
+        usage=USAGE, generation_info={"finish_reason": "stop"}),
+     {**USAGE_ATTRIBUTES, attr.GEN_AI_RESPONSE_MODEL: "gpt-4o-2024",
+      attr.GEN_AI_RESPONSE_ID: "chatcmpl-1",
+      attr.GEN_AI_RESPONSE_FINISH_REASONS: ("stop",)}),  # generation_info first
+    ("anthropic", chat_result({"model": "claude-x", "id": "msg_1", "stop_reason": "end_turn"},
+                              usage={"input_tokens": 12, "output_tokens": 5, "total_tokens": 17}),
+     {attr.GEN_AI_USAGE_INPUT_TOKENS: 12, attr.GEN_AI_USAGE_OUTPUT_TOKENS: 5,
+      attr.GEN_AI_RESPONSE_MODEL: "claude-x", attr.GEN_AI_RESPONSE_ID: "msg_1",
+      attr.GEN_AI_RESPONSE_FINISH_REASONS: ("end_turn",)}),
+    ("ollama", chat_result({"model": "llama3.2", "done_reason": "stop"}, message_id="ollama-7"),
+     {attr.GEN_AI_RESPONSE_MODEL: "llama3.2", attr.GEN_AI_RESPONSE_ID: "ollama-7",
+      attr.GEN_AI_RESPONSE_FINISH_REASONS: ("stop",)}),
+    ("responses api incomplete", chat_result(
+        {"object": "response", "status": "incomplete", "model_name": "gpt-4.1", "id": "resp_1",
+         "incomplete_details": {"reason": "max_output_tokens"}}),
+     {attr.GEN_AI_RESPONSE_MODEL: "gpt-4.1", attr.GEN_AI_RESPONSE_ID: "resp_1",
+      attr.GEN_AI_RESPONSE_FINISH_REASONS: ("length",)}),
+    ("responses api completed with tool calls", chat_result(
+        {"object": "response", "status": "completed", "id": "resp_2"}, tool_calls=[TOOL_CALL]),
+     {attr.GEN_AI_RESPONSE_ID: "resp_2", attr.GEN_AI_RESPONSE_FINISH_REASONS: ("tool_calls",)}),
+    ("responses api completed", chat_result({"object": "response", "status": "completed"}),
+     {attr.GEN_AI_RESPONSE_FINISH_REASONS: ("stop",)}),
+    ("responses api in progress", chat_result({"object": "response", "status": "in_progress"}),
+     {attr.GEN_AI_RESPONSE_FINISH_REASONS: ("in_progress",)}),
+    ("llm_output token usage", chat_result(
+        {}, llm_output={"token_usage": {"prompt_tokens": 5, "completion_tokens": 6},
+                        "model_name": "gpt-3.5", "id": "cmpl-9"}),
+     {attr.GEN_AI_USAGE_INPUT_TOKENS: 5, attr.GEN_AI_USAGE_OUTPUT_TOKENS: 6,
+      attr.GEN_AI_RESPONSE_MODEL: "gpt-3.5", attr.GEN_AI_RESPONSE_ID: "cmpl-9"}),
+    ("completion model", {
+        "generations": [[{"text": "x", "generation_info": {"finish_reason": "stop"}}],
+                        [{"text": "y", "generation_info": {"done_reason": "length"}}]],
+        "llm_output": {"usage": {"input_tokens": 4, "output_tokens": 2}, "model": "davinci"}},
+     {attr.GEN_AI_USAGE_INPUT_TOKENS: 4, attr.GEN_AI_USAGE_OUTPUT_TOKENS: 2,
+      attr.GEN_AI_RESPONSE_MODEL: "davinci",
+      attr.GEN_AI_RESPONSE_FINISH_REASONS: ("stop", "length")}),
+]
+
+RESPONSE_IDS = [case for case, _, _ in RESPONSES]
+
+
+@pytest.mark.parametrize("kind", MAPPING_KINDS)
+@pytest.mark.parametrize(("case", "response", "expected"), RESPONSES, ids=RESPONSE_IDS)
+def test_response_attributes_are_the_same_for_any_mapping(case: str, response: dict[str, Any],
+                                                          expected: dict[str, Any],
+                                                          kind: Any) -> None:
+    assert mapping.response_attributes(deep(response, kind)) == expected
+    reasons = expected.get(attr.GEN_AI_RESPONSE_FINISH_REASONS, ())
+    found = [mapping.generation_finish_reason(g) for g in mapping.generations(deep(response, kind))]
+    assert tuple(r for r in found if r is not None) == reasons
+
+
+def _langchain_result(response: dict[str, Any], wrap: Any = None) -> LLMResult:
+    """The same LLMResult as real LangChain objects. With ``wrap``, their mapping fields hold
+    ``wrap``-made Mappings (``model_construct`` keeps them as given)."""
+    def m(value: Any) -> Any:
+        return deep(value, wrap) if wrap is not None and value is not None else value
+
+    def generation(data: dict[str, Any]) -> Any:
+        if "message" not in data:
+            return Generation.model_construct(text=data["text"],
+                                              generation_info=m(data.get("generation_info")))
+        fields = dict(data["message"])
+        fields["response_metadata"] = m(fields["response_metadata"])
+        if "usage_metadata" in fields:
+            fields["usage_metadata"] = m(fields["usage_metadata"])
+        message = (AIMessage(**fields) if wrap is None else
+                   AIMessage.model_construct(type="ai", **fields))
+        return ChatGeneration.model_construct(message=message, text="hi",
+                                              generation_info=m(data.get("generation_info")))
+
+    return LLMResult.model_construct(
+        generations=[[generation(g) for g in batch] for batch in response["generations"]],
+        llm_output=m(response["llm_output"]))
+
+
+@pytest.mark.parametrize("wrap", [None, types.MappingProxyType, FrozenMapping],
+                         ids=["langchain objects", "MappingProxyType fields",
+                              "custom Mapping fields"])
+@pytest.mark.parametrize(("case", "response", "expected"), RESPONSES, ids=RESPONSE_IDS)
+def test_langchain_results_give_the_same_attributes(case: str, response: dict[str, Any],
+                                                   expected: dict[str, Any], wrap: Any) -> None:
+    """Real LLMResult / ChatGeneration / AIMessage objects (read by attribute), with dicts or
+    with other Mappings in their fields, give what the plain data gives."""
+    assert mapping.response_attributes(_langchain_result(response, wrap)) == expected
+
+
+ODD_RESPONSES = [None, 0, 42, 1.5, True, "text", b"bytes", [], (), [[]], [[None]], {},
+                 types.MappingProxyType({}), FrozenMapping({}), object(),
+                 {"generations": None}, {"generations": "abc"}, {"generations": [[42]]},
+                 {"generations": [None, [None]]}, {"generations": 5, "llm_output": "x"},
+                 {"generations": [[{"message": 42, "generation_info": "stop"}]], "llm_output": 5},
+                 {"generations": [[{"message": {"usage_metadata": 5, "response_metadata": [1]},
+                                    "generation_info": ["finish_reason"]}]],
+                  "llm_output": {"token_usage": "many", "usage": 3}},
+                 chat_result({"model_name": 5, "id": 7, "finish_reason": 3, "stop_reason": "",
+                              "object": "response", "status": None,
+                              "incomplete_details": "max_output_tokens"},
+                             message_id="run-abc",  # LangChain's made-up id: no response id
+                             usage={"input_tokens": "7", "output_tokens": True,
+                                    "input_token_details": [2],
+                                    "output_token_details": {"reasoning": None}})]
+
+
+@pytest.mark.parametrize("kind", MAPPING_KINDS)
+@pytest.mark.parametrize("response", ODD_RESPONSES, ids=lambda r: type(r).__name__)
+def test_odd_responses_give_no_attribute_and_no_exception(response: Any, kind: Any) -> None:
+    response = deep(response, kind)
+    assert mapping.response_attributes(response) == {}
+    assert mapping.generation_finish_reason(response) is None
+    for generation in mapping.generations(response):
+        assert mapping.generation_finish_reason(generation) is None
+
+
+# (invocation params and ls_* metadata -> the request attributes)
+PARAMS = {"model": "gpt-4o", "temperature": 0.7, "max_tokens": None,
+          "max_completion_tokens": 100, "top_p": 0.9, "top_k": 5, "seed": 42,
+          "frequency_penalty": 0.5, "presence_penalty": 0, "stop": ["\n"], "stream": True,
+          "api_key": "sk-not-recorded"}
+REQUEST_ATTRIBUTES = {attr.GEN_AI_REQUEST_MODEL: "gpt-4o", attr.GEN_AI_REQUEST_TEMPERATURE: 0.7,
+                      attr.GEN_AI_REQUEST_MAX_TOKENS: 100, attr.GEN_AI_REQUEST_TOP_P: 0.9,
+                      attr.GEN_AI_REQUEST_TOP_K: 5.0, attr.GEN_AI_REQUEST_SEED: 42,
+                      attr.GEN_AI_REQUEST_FREQUENCY_PENALTY: 0.5,
+                      attr.GEN_AI_REQUEST_PRESENCE_PENALTY: 0.0,
+                      attr.GEN_AI_REQUEST_STOP_SEQUENCES: ("\n",),
+                      attr.GEN_AI_REQUEST_STREAM: True}
+SERIALIZED = {"id": ["langchain", "chat_models", "openai", "ChatOpenAI"], "name": "ChatOpenAI"}
+
+
+@pytest.mark.parametrize("kind", MAPPING_KINDS)
+def test_model_span_is_the_same_for_any_mapping(kind: Any) -> None:
+    name, span_kind, attrs = mapping.model_span(
+        attr.CHAT_MODEL, deep(SERIALIZED, kind), deep({"ls_provider": "openai"}, kind),
+        deep({"invocation_params": PARAMS}, kind))
+    assert name == "chat gpt-4o"
+    assert span_kind is SpanKind.CLIENT
+    assert attrs == {attr.GEN_AI_OPERATION_NAME: attr.OP_CHAT,
+                     attr.GEN_AI_PROVIDER_NAME: "openai", **REQUEST_ATTRIBUTES}
+    assert all(type(v) is type(REQUEST_ATTRIBUTES[k]) for k, v in attrs.items()
+               if k in REQUEST_ATTRIBUTES), attrs  # ints stay ints, floats floats
+
+
+@pytest.mark.parametrize("kind", MAPPING_KINDS)
+def test_ls_metadata_wins_over_invocation_params_for_any_mapping(kind: Any) -> None:
+    meta = {"ls_provider": "anthropic", "ls_model_name": "claude-x", "ls_temperature": 0,
+            "ls_max_tokens": 64, "ls_stop": "END"}
+    _, _, attrs = mapping.model_span(attr.LLM, None, deep(meta, kind),
+                                     deep({"invocation_params": PARAMS}, kind))
+    assert attrs[attr.GEN_AI_OPERATION_NAME] == attr.OP_TEXT_COMPLETION
+    assert attrs[attr.GEN_AI_PROVIDER_NAME] == "anthropic"
+    assert attrs[attr.GEN_AI_REQUEST_MODEL] == "claude-x"
+    assert attrs[attr.GEN_AI_REQUEST_TEMPERATURE] == 0.0
+    assert attrs[attr.GEN_AI_REQUEST_MAX_TOKENS] == 64
+    assert attrs[attr.GEN_AI_REQUEST_STOP_SEQUENCES] == ("END",)
+    assert attrs[attr.GEN_AI_REQUEST_TOP_P] == 0.9  # still from the params
+
+
+@pytest.mark.parametrize("kind", MAPPING_KINDS)
+@pytest.mark.parametrize(("params", "expected"), [
+    ({"max_tokens": 50, "max_completion_tokens": 100}, 50),  # the first name found wins
+    ({"max_completion_tokens": 100}, 100),
+    ({"max_output_tokens": 30}, 30),  # Gemini-style
+    ({"num_predict": 20}, 20),  # Ollama
+    ({"max_tokens": "50", "num_predict": 20}, 20),  # not a number: the next name
+    ({"max_tokens": True}, None),  # a bool is no count
+    ({"max_tokens": 1.5}, None),  # nor a float
+    ({}, None),
+])
+def test_max_tokens_from_any_of_its_names(kind: Any, params: dict[str, Any],
+                                          expected: int | None) -> None:
+    attrs = mapping.request_parameters({}, deep(params, kind))
+    assert attrs.get(attr.GEN_AI_REQUEST_MAX_TOKENS) == expected
+    assert set(attrs) <= {attr.GEN_AI_REQUEST_MAX_TOKENS}
+
+
+@pytest.mark.parametrize("kind", MAPPING_KINDS)
+def test_request_parameters_keep_what_attrs_already_have(kind: Any) -> None:
+    attrs = {attr.GEN_AI_REQUEST_TEMPERATURE: 0.1}
+    mapping.request_parameters(attrs, deep({"temperature": 0.9, "seed": 3}, kind))
+    assert attrs == {attr.GEN_AI_REQUEST_TEMPERATURE: 0.1, attr.GEN_AI_REQUEST_SEED: 3}
+
+
+ODD_PARAMS = [None, 0, 7, "temperature", b"x", ["temperature", 0.5], [("temperature", 0.5)],
+              ("seed",), {"temperature"}, object(), FrozenMapping({}), types.MappingProxyType({}),
+              {"temperature": True, "seed": 1.5, "max_tokens": "100", "top_p": None,
+               "top_k": [5], "frequency_penalty": "0.1", "presence_penalty": {}}]
+
+
+@pytest.mark.parametrize("params", ODD_PARAMS, ids=lambda p: type(p).__name__)
+@pytest.mark.parametrize("meta", [None, 5, "ls_provider", [], {"ls_temperature": "hot"},
+                                  types.MappingProxyType({"ls_max_tokens": False})],
+                         ids=lambda m: type(m).__name__)
+def test_odd_invocation_params_and_metadata_give_no_request_attribute(params: Any,
+                                                                      meta: Any) -> None:
+    request_keys = {k for k in REQUEST_ATTRIBUTES if k != attr.GEN_AI_REQUEST_MODEL}
+    for run_type in (attr.CHAT_MODEL, attr.LLM):
+        for serialized in (None, 5, "x", [], types.MappingProxyType({}), FrozenMapping({"id": 5})):
+            name, _, attrs = mapping.model_span(run_type, serialized, meta,
+                                                {"invocation_params": params})
+            assert not request_keys & set(attrs), attrs
+            assert attr.GEN_AI_REQUEST_MODEL not in attrs
+            assert name in ("chat chat_model", "text_completion llm")
+
+
+def _model_run(handler: Any, kind: Any, response: dict[str, Any]) -> None:
+    run_id = uuid.uuid4()
+    handler.on_chat_model_start(
+        deep(SERIALIZED, kind), [[]], run_id=run_id,
+        metadata=deep({"ls_provider": "openai", "thread_id": "t-1", "team": "search"}, kind),
+        invocation_params=deep(PARAMS, kind), name="ChatOpenAI")
+    handler.on_llm_end(deep(response, kind), run_id=run_id)
+
+
+def test_a_handler_fed_mappings_exports_what_it_exports_for_dicts(tracing: Tracing) -> None:
+    """Through the public callbacks: a model run whose serialized form, metadata, invocation
+    params and response are other Mappings exports the span a dict-fed run exports."""
+    handler = tracing.handler()
+    response = RESPONSES[0][1]
+    exported = []
+    for kind in (dict, types.MappingProxyType, FrozenMapping):
+        tracing.exporter.clear()
+        _model_run(handler, kind, response)
+        span = tracing.one("chat gpt-4o")
+        attributes = dict(span.attributes)
+        attributes.pop(attr.RUN_ID)
+        exported.append((span.name, span.kind, attributes))
+    assert exported[0] == exported[1] == exported[2]
+    attributes = exported[0][2]
+    for key, value in {**REQUEST_ATTRIBUTES, **RESPONSES[0][2]}.items():
+        assert attributes[key] == value, key
+    assert attributes[attr.GEN_AI_PROVIDER_NAME] == "openai"
+    assert "sk-not-recorded" not in str(attributes)
+    assert any(v == "search" for v in attributes.values())  # user metadata kept
+    assert any(v == "t-1" for v in attributes.values())  # the conversation id
+
+
+@pytest.mark.parametrize("response", ODD_RESPONSES, ids=lambda r: type(r).__name__)
+def test_a_malformed_response_still_ends_the_model_run(tracing: Tracing, response: Any) -> None:
+    """Reading the response must not stop ``on_llm_end`` from ending the run (with content
+    capture on, which reads every generation too)."""
+    handler = tracing.handler(capture_content=True)
+    run_id = uuid.uuid4()
+    handler.on_chat_model_start(SERIALIZED, [[]], run_id=run_id, invocation_params=PARAMS)
+    handler.on_llm_end(response, run_id=run_id)
+    assert len(handler._registry) == 0, "the run was left open"
+    span = tracing.one("chat gpt-4o")
+    assert span.status.status_code is not StatusCode.ERROR
+    assert attr.GEN_AI_RESPONSE_FINISH_REASONS not in span.attributes
+
+
+_KEYS = ["generations", "message", "generation_info", "llm_output", "usage_metadata",
+         "response_metadata", "token_usage", "usage", "input_tokens", "output_tokens",
+         "prompt_tokens", "completion_tokens", "input_token_details", "output_token_details",
+         "cache_read", "reasoning", "model", "model_name", "id", "finish_reason", "stop_reason",
+         "done_reason", "object", "status", "incomplete_details", "reason", "tool_calls",
+         "invocation_params", "temperature", "max_tokens", "seed", "stop", "tools", "text",
+         "ls_provider", "ls_model_name", "ls_temperature", "name"]
+_LEAVES = (st.none() | st.booleans() | st.integers(-3, 300) | st.floats(allow_nan=True)
+           | st.sampled_from(["", "response", "completed", "stop", "lc_run-1", "x"]))
+
+
+def _shapes(kind: Any) -> Any:
+    return st.recursive(_LEAVES, lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.sampled_from(_KEYS), inner, max_size=5).map(kind)), max_leaves=25)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from([dict, types.MappingProxyType, FrozenMapping]).flatmap(
+    lambda kind: st.tuples(_shapes(kind), _shapes(kind), _shapes(kind))))
+def test_any_shape_of_mappings_and_odd_values_never_raises(shapes: tuple[Any, Any, Any]) -> None:
+    response, metadata, params = shapes
+    assert isinstance(mapping.response_attributes(response), dict)
+    for generation in mapping.generations(response):
+        reason = mapping.generation_finish_reason(generation)
+        assert reason is None or (isinstance(reason, str) and reason)
+    name, _, attrs = mapping.model_span(attr.CHAT_MODEL, metadata, metadata,
+                                        {"invocation_params": params})
+    assert isinstance(name, str) and attrs[attr.GEN_AI_OPERATION_NAME] == attr.OP_CHAT
