@@ -36,10 +36,12 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import RunnableConfig, RunnableLambda
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.context import Context
+from opentelemetry.trace import INVALID_SPAN_CONTEXT, NonRecordingSpan, SpanKind, StatusCode
 
 from otel_callbacks import attributes as attr
 from otel_callbacks import context_bridge, mapping
+from otel_callbacks.registry import RunState
 from tests.conftest import RunRecorder, Tracing, assert_span_tree_matches
 
 TOKEN_EVENTS = (attr.EVENT_FIRST_TOKEN, attr.EVENT_TOKEN)
@@ -450,6 +452,73 @@ def test_evicted_and_closed_streams_keep_the_tally(tracing: Tracing) -> None:
     assert closed.attributes[attr.RUN_EVICTED] is True
     assert closed.attributes[attr.LLM_TOKEN_COUNT] == 600
     stream.close()
+
+
+def test_run_state_folds_its_tally_into_the_count() -> None:
+    state = RunState(uuid.uuid4(), NonRecordingSpan(INVALID_SPAN_CONTEXT), Context(), None,
+                     attr.CHAT_MODEL, 0)
+    assert (state.token_count, state.token_tally, state.tokens) == (0, 0, 0)
+    assert state.count_token() == 1
+    state.token_tally = 255  # what the handler's hot path leaves at its limit
+    assert state.tokens == 256
+    assert state.count_token() == 257
+    assert (state.token_count, state.token_tally, state.tokens) == (257, 0, 257)
+
+
+def test_sequential_streams_on_one_handler_each_count_exactly(tracing: Tracing) -> None:
+    """The handler keeps the last streaming run for its hot path: the next run's tokens must
+    not land on it, whether it ended past a fold or not."""
+    handler = tracing.handler()
+    lengths = [300, 1, 264, 8, 1000, 9]
+    for n in lengths:
+        list(ChunkChat(chunks=words(n)).stream("hi", {"callbacks": [handler]}))
+    spans = sorted(tracing.spans(), key=lambda s: s.start_time or 0)
+    assert [s.attributes[attr.LLM_TOKEN_COUNT] for s in spans] == lengths
+    for span, n in zip(spans, lengths):
+        check_stream(span, n)
+
+
+def test_streams_on_threads_sharing_one_handler_count_exactly(tracing: Tracing) -> None:
+    """Each thread streams its own run through one handler (its hot-path cache is shared),
+    with the interpreter switching threads as often as it can."""
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    handler = tracing.handler()
+    lengths = [1000, 700, 513, 264]
+
+    def stream(n: int) -> None:
+        for _ in ChunkChat(chunks=words(n)).stream("hi", {"callbacks": [handler]}):
+            pass
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        with ThreadPoolExecutor(len(lengths)) as pool:
+            list(pool.map(stream, lengths))
+    finally:
+        sys.setswitchinterval(interval)
+    assert sorted(s.attributes[attr.LLM_TOKEN_COUNT] for s in tracing.spans()) == sorted(lengths)
+    for span in tracing.spans():
+        check_stream(span, span.attributes[attr.LLM_TOKEN_COUNT])
+
+
+def test_tokens_through_the_callback_api_with_run_id_copies(tracing: Tracing) -> None:
+    """The hot path matches run ids by identity (LangChain passes one UUID object per run);
+    a caller passing an equal copy per token, or tokens for unknown or ended runs, still
+    gets exact counts and no error."""
+    handler = tracing.handler(max_token_events=3)
+    run_id = uuid.uuid4()
+    handler.on_chat_model_start(SERIALIZED, [[]], run_id=run_id, invocation_params=PARAMS)
+    for i in range(600):
+        same = run_id if i % 3 else uuid.UUID(str(run_id))  # a copy every third token
+        handler.on_llm_new_token("t", run_id=same)
+        handler.on_llm_new_token("t", run_id=uuid.uuid4())  # a run nobody started
+    handler.on_llm_end(LLMResult(generations=[]), run_id=uuid.UUID(str(run_id)))
+    for _ in range(300):  # late tokens of the ended run
+        handler.on_llm_new_token("late", run_id=run_id)
+    assert len(handler._registry) == 0
+    check_stream(tracing.one("chat gpt-4o"), 600, 3)
 
 
 # --- 2. the bridge's plain-function patches ---------------------------------------------------
