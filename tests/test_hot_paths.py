@@ -209,6 +209,51 @@ def test_invoke_streaming_through_callbacks_counts_every_token(tracing: Tracing,
     check_stream(model_span(tracing), n)
 
 
+@pytest.mark.parametrize("n", [9, 264, 1000])
+def test_invoke_inside_astream_events_streams_through_the_callbacks(tracing: Tracing,
+                                                                     recorder: RunRecorder,
+                                                                     n: int) -> None:
+    """astream_events adds LangChain's streaming callback handler: a model's ainvoke inside a
+    step then streams, and every token reaches our handler too."""
+    model = ChunkChat(chunks=words(n))
+
+    async def step(query: str, config: RunnableConfig) -> str:
+        return str((await model.ainvoke(query, config)).content)
+
+    async def consume() -> int:
+        events = RunnableLambda(step).astream_events(
+            "hi", {"callbacks": [tracing.handler(), recorder]}, version="v2")
+        return len([e async for e in events if e["event"] == "on_chat_model_stream"])
+
+    assert asyncio.run(consume()) >= n
+    assert_span_tree_matches(tracing, recorder)
+    check_stream(model_span(tracing), n)
+
+
+@pytest.mark.parametrize("n", [9, 264, 1000])
+def test_invoke_inside_a_langgraph_node_streams_in_messages_mode(tracing: Tracing,
+                                                                 recorder: RunRecorder,
+                                                                 n: int) -> None:
+    """LangGraph's "messages" stream mode streams a node's model.invoke through callbacks."""
+    from langgraph.graph import END, START, MessagesState, StateGraph
+
+    model = ChunkChat(chunks=words(n))
+
+    def node(state: MessagesState, config: RunnableConfig) -> dict[str, Any]:
+        return {"messages": [model.invoke(state["messages"], config)]}
+
+    graph = StateGraph(MessagesState)
+    graph.add_node("node", node)
+    graph.add_edge(START, "node")
+    graph.add_edge("node", END)
+    streamed = list(graph.compile().stream({"messages": [("human", "hi")]},
+                                           {"callbacks": [tracing.handler(), recorder]},
+                                           stream_mode="messages"))
+    assert len(streamed) >= n
+    assert_span_tree_matches(tracing, recorder)
+    check_stream(model_span(tracing), n)
+
+
 def test_invoke_without_streaming_records_no_tokens(tracing: Tracing) -> None:
     """The counter belongs to streams: a plain invoke has neither count nor token events."""
     ChunkChat(chunks=words(300)).invoke("hi", {"callbacks": [tracing.handler()]})
