@@ -403,6 +403,14 @@ def test_exactly_max_token_events_events_whatever_the_length(roomy: Tracing, eve
     check_stream(model_span(roomy), n, events)
 
 
+@pytest.mark.parametrize("events", [0, -5])
+def test_no_token_events_asked_still_keeps_the_first_token_event(tracing: Tracing,
+                                                                  events: int) -> None:
+    list(ChunkChat(chunks=words(600)).stream(
+        "hi", {"callbacks": [tracing.handler(max_token_events=events)]}))
+    check_stream(model_span(tracing), 600, 1)
+
+
 def test_token_events_carry_the_first_tokens_when_content_is_captured(roomy: Tracing) -> None:
     list(ChunkChat(chunks=words(400)).stream(
         "hi", {"callbacks": [roomy.handler(max_token_events=300, capture_content=True)]}))
