@@ -507,6 +507,35 @@ def test_evicted_and_closed_streams_keep_the_tally(tracing: Tracing) -> None:
     stream.close()
 
 
+@pytest.mark.parametrize("sampler", ["root dropped", "all dropped"])
+def test_unsampled_streams_take_the_hot_path_without_error(
+        sampler: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Unsampled runs' states count tokens too (the SDK records nothing): no error, every run
+    ended, the stream's metrics still recorded once."""
+    from langchain_core.prompts import ChatPromptTemplate
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
+
+    tracing = Tracing()
+    tracing.provider = TracerProvider(sampler=ALWAYS_OFF if sampler == "all dropped" else
+                                      ParentBased(ALWAYS_OFF, remote_parent_sampled=ALWAYS_ON))
+    tracing.provider.add_span_processor(SimpleSpanProcessor(tracing.exporter))
+    reader = InMemoryMetricReader()
+    handler = tracing.handler(meter_provider=MeterProvider(metric_readers=[reader]))
+    chain = ChatPromptTemplate.from_messages([("human", "{q}")]) | ChunkChat(chunks=words(1000))
+    for _ in range(2):
+        assert len(list(chain.stream({"q": "x"}, {"callbacks": [handler]}))) >= 1000
+    assert tracing.spans() == []
+    assert len(handler._registry) == 0
+    assert "failed" not in caplog.text
+    counts = {m.name: sum(p.count for p in m.data.data_points)
+              for rm in reader.get_metrics_data().resource_metrics
+              for sm in rm.scope_metrics for m in sm.metrics}
+    assert counts.get("gen_ai.client.operation.time_to_first_chunk") == 2, counts
+    assert counts.get("gen_ai.client.operation.duration") == 2, counts
+
+
 def test_run_state_folds_its_tally_into_the_count() -> None:
     state = RunState(uuid.uuid4(), NonRecordingSpan(INVALID_SPAN_CONTEXT), Context(), None,
                      attr.CHAT_MODEL, 0)
