@@ -455,8 +455,12 @@ def _get(obj: Any, key: str) -> Any:
 
 
 def generations(response: Any) -> list[Any]:
-    """Every generation of an LLMResult-like object (or a dict of one), batches flattened."""
-    return [g for batch in _get(response, "generations") or () for g in (batch or ())]
+    """Every generation of an LLMResult-like object (or a dict of one), batches flattened;
+    none if it is malformed (a caller reading it must still end the run)."""
+    try:
+        return [g for batch in _get(response, "generations") or () for g in (batch or ())]
+    except TypeError:  # generations or a batch that is not iterable
+        return []
 
 
 def usage_attributes(usage: Mapping[str, Any], attrs: dict[str, Any]) -> dict[str, Any]:
