@@ -48,6 +48,18 @@ def span_attribute_limit(provider: Any) -> int | None:
     return limit if isinstance(limit, int) and limit >= 0 else None
 
 
+def span_event_limit(provider: Any) -> int | None:
+    """The span event limit spans of ``provider`` get (as ``span_attribute_limit``); None means
+    unlimited. The SDK evicts a span's oldest events beyond it."""
+    if provider is None:
+        provider = trace.get_tracer_provider()
+    limits = getattr(provider, "_span_limits", None)
+    if not isinstance(limits, SpanLimits):
+        limits = SpanLimits()
+    limit = limits.max_events
+    return limit if isinstance(limit, int) and limit >= 0 else None
+
+
 def _is_user_key(key: str) -> bool:
     return key == attr.RUN_TAGS or key.startswith(attr.RUN_METADATA_PREFIX)
 

@@ -25,7 +25,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
 
 from . import attributes as attr
 from . import context_bridge, mapping, resume
-from .budget import AttributeBudget
+from .budget import AttributeBudget, span_event_limit
 from .content import (
     DEFAULT_MAX_LENGTH,
     ContentPolicy,
@@ -110,7 +110,8 @@ class OTelHandler(BaseCallbackHandler):
         redact: called with every content value before export; return the text to keep or None.
         max_content_length: cap on each recorded content value (a marker says what was cut).
         max_open_runs: runs kept open at most; beyond it the oldest are ended as evicted.
-        max_token_events: streamed tokens recorded as span events per run (the count is exact).
+        max_token_events: streamed tokens recorded as span events per run (the count is exact);
+            kept below the provider's span event limit so the first-token event is never evicted.
         model_metrics: record the metrics of model runs (GenAI duration, token usage, time to
             first chunk, our prompt-cache tokens). Set False when a provider instrumentation
             (the official OpenAI one, say) records them for the same calls, so they are not
@@ -136,7 +137,7 @@ class OTelHandler(BaseCallbackHandler):
         self._metrics = GenAIMetrics.create(meter_provider)
         self._metrics_from_global = meter_provider is None
         self._model_metrics = model_metrics
-        self._token_events_limit = max(1, max_token_events)  # the first token is always kept
+        self._token_events_limit = _token_events_within(max_token_events, tracer_provider)
         # The run that streamed the last token: the next token is almost always its own. Once
         # the registry drops that run its id no longer matches, so no reset is needed here.
         self._streaming: RunState = _NOT_STREAMING
@@ -649,6 +650,20 @@ def _output_messages(response: Any) -> list[dict[str, Any]]:
             out["role"] = "assistant"
             outputs.append(out)
     return outputs
+
+
+# Events a model span keeps room for besides its token events: retries, orphaned, the
+# exception, LangGraph's control flow.
+_OTHER_EVENTS = 8
+
+
+def _token_events_within(requested: int, provider: Any) -> int:
+    """Token events per run: at least the first token's, and below the provider's span event
+    limit, whose eviction of the oldest events would otherwise drop the first-token event."""
+    limit = span_event_limit(provider)
+    if limit is not None:
+        requested = min(requested, limit - _OTHER_EVENTS)
+    return max(1, requested)
 
 
 def _note_stream_usage(state: RunState, chunk: Any) -> None:

@@ -419,15 +419,16 @@ def test_token_events_carry_the_first_tokens_when_content_is_captured(roomy: Tra
     assert [e.attributes["content"] for e in token_events(span)] == words(300)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known gap: the SDK keeps the newest 128 events of a span (default limits) and the handler "
-    "does not cap max_token_events below that, so the first-token event is evicted"))
 def test_first_token_event_survives_the_sdks_default_event_limit(tracing: Tracing) -> None:
+    """The SDK keeps the newest 128 events of a span (default limits): token events are capped
+    below that, so the first-token event is never the one evicted."""
     list(ChunkChat(chunks=words(400)).stream(
         "hi", {"callbacks": [tracing.handler(max_token_events=300)]}))
     span = model_span(tracing)
     assert span.attributes[attr.LLM_TOKEN_COUNT] == 400
-    assert token_events(span)[0].name == attr.EVENT_FIRST_TOKEN
+    events = token_events(span)
+    assert events[0].name == attr.EVENT_FIRST_TOKEN
+    assert len(events) == 128 - 8 and span.dropped_events == 0
 
 
 def _abandon_after(handler: Any, n: int, chunks: list[Any]) -> None:
