@@ -38,7 +38,7 @@ from .conversation import for_child, for_root
 from .evaluation import remember_root
 from .handlers import BaseCallbackHandler
 from .messages import split_system, to_genai_message
-from .metrics import GenAIMetrics, global_provider_set
+from .metrics import GenAIMetrics, global_provider_set, peek_global_provider
 from .registry import _ACTIVE_CONTEXTS, FORGOTTEN, RunRegistry, RunState, UnsampledRunState, active_context
 from .sampling import children_follow_unsampled_parent
 from .stream_usage import StreamUsage
@@ -152,6 +152,10 @@ class OTelHandler(BaseCallbackHandler):
                          self._budget).atexit = False
         context_bridge.install()
 
+    def _measuring(self) -> bool:
+        return self._metrics is not None or (
+            peek_global_provider() is not None and self._metrics_ready())
+
     def _metrics_ready(self) -> bool:
         """Whether runs are measured; with no provider given, from when the global one is set."""
         if self._metrics is None and self._metrics_from_global and global_provider_set():
@@ -221,7 +225,7 @@ class OTelHandler(BaseCallbackHandler):
                 self._children_follow_parent = follows
         if not follows or (run_type in _MEASURED_RUNS
                            and (run_type == attr.TOOL or self._model_metrics)
-                           and (self._metrics is not None or self._metrics_ready())):
+                           and self._measuring()):
             return False  # metrics count every model and tool call, sampled or not
         if self._registry.get(run_id) is None:  # else a duplicate start: ignored
             state = UnsampledRunState(run_id, parent.span, parent.context, parent.root, run_type,
@@ -234,11 +238,13 @@ class OTelHandler(BaseCallbackHandler):
         return True
 
     def _end(self, run_id: Any, attributes: dict[str, Any] | None = None,
-             error: BaseException | None = None) -> RunState | None:
-        state = self._registry.pop(run_id)
+             error: BaseException | None = None, state: RunState | None = None
+             ) -> RunState | None:
+        """End the run (``state``: already taken out of the registry by the caller)."""
         if state is None:
-            _log_once("end", "unknown run", logging.DEBUG, "end/error for unknown run %s ignored", run_id)
-            return None
+            state = self._popped(run_id)
+            if state is None:
+                return None
         try:
             if state.ids is not None:
                 if error is not None:
@@ -256,6 +262,12 @@ class OTelHandler(BaseCallbackHandler):
                 remember_root(run_id, state.span.get_span_context(), state.ids, self._tracer)
         finally:
             _finish(state, self._metrics, attributes, error, self._budget)
+        return state
+
+    def _popped(self, run_id: Any) -> RunState | None:
+        state = self._registry.pop(run_id)
+        if state is None:
+            _log_once("end", "unknown run", logging.DEBUG, "end/error for unknown run %s ignored", run_id)
         return state
 
     def _event(self, run_id: Any, name: str, attributes: dict[str, Any]) -> RunState | None:
@@ -371,7 +383,9 @@ class OTelHandler(BaseCallbackHandler):
         state = self._start(run_id, parent_run_id, parent, run_type, span_name, attributes,
                             metadata, kind)
         if state is not None:
-            if self._model_metrics and (self._metrics is not None or self._metrics_ready()):
+            if self._model_metrics and (
+                    self._metrics is not None
+                    or (peek_global_provider() is not None and self._metrics_ready())):
                 state.metric_attributes = GenAIMetrics.base_attributes(model_attrs)
             if scope_waiting() is not None:  # its stream's scope
                 claim_pending_scope(state.context, run_type)
@@ -465,16 +479,18 @@ class OTelHandler(BaseCallbackHandler):
                    tags: list[str] | None = None, **kwargs: Any) -> None:
         attributes: dict[str, Any] | None = None
         try:
+            state = self._popped(run_id)
+            if state is None:
+                return
             try:
-                state = self._open_run(run_id)
                 # An unsampled run without metrics has nothing to read from the response.
-                if state is not None and (state.recording or state.metric_attributes is not None):
+                if state.recording or state.metric_attributes is not None:
                     attributes = mapping.response_attributes(response)
                     if self._content.enabled:
                         self._content_attr(attributes, attr.GEN_AI_OUTPUT_MESSAGES,
                                            _output_messages(response))
             finally:  # the span ends whatever reading the response raised
-                self._end(run_id, attributes)
+                self._end(run_id, attributes, None, state)
         except Exception as exc:
             _skipped(self, "on_llm_end", exc)
 
@@ -509,7 +525,9 @@ class OTelHandler(BaseCallbackHandler):
                                inputs if inputs is not None else input_str)
             state = self._start(run_id, parent_run_id, parent, attr.TOOL, span_name, attributes,
                                 metadata)
-            if state is not None and (self._metrics is not None or self._metrics_ready()):
+            if state is not None and (
+                    self._metrics is not None
+                    or (peek_global_provider() is not None and self._metrics_ready())):
                 state.metric_attributes = GenAIMetrics.tool_attributes(tool_attrs)
         except Exception as exc:
             _skipped(self, "on_tool_start", exc)

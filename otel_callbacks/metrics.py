@@ -14,8 +14,10 @@ Each measurement carries the run's span context, so exemplars point at the run's
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from opentelemetry import metrics
@@ -61,9 +63,20 @@ _api_globals = sys.modules.get("opentelemetry.metrics._internal")
 _CAN_PEEK = _api_globals is not None and hasattr(_api_globals, "_METER_PROVIDER")
 
 
+def _always_ask() -> object:
+    return True
+
+
+# The global MeterProvider if one is set, else None (anything but None when it cannot tell):
+# a C-level read, no Python frame, for the handler's check on each model and tool run.
+peek_global_provider: Callable[[], object] = (
+    functools.partial(getattr, _api_globals, "_METER_PROVIDER", None) if _CAN_PEEK
+    else _always_ask)
+
+
 def global_provider_set() -> bool:
     """Whether a global MeterProvider may have been set since the handler looked last."""
-    return not _CAN_PEEK or getattr(_api_globals, "_METER_PROVIDER", None) is not None
+    return peek_global_provider() is not None
 
 
 def is_configured(provider: MeterProvider) -> bool:
