@@ -50,6 +50,7 @@ logger = logging.getLogger("otel_callbacks")
 _RUNTIME_VAR = getattr(getattr(otel_context, "_RUNTIME_CONTEXT", None), "_current_context", None)
 if isinstance(_RUNTIME_VAR, ContextVar):
     _attach = _RUNTIME_VAR.set
+    _reset = _RUNTIME_VAR.reset
 
     def _detach(token: Any) -> None:
         try:
@@ -58,7 +59,7 @@ if isinstance(_RUNTIME_VAR, ContextVar):
             pass
 else:  # pragma: no cover - a custom runtime context
     _attach = otel_context.attach
-    _detach = otel_context.detach
+    _detach = _reset = otel_context.detach
 
 _MODEL_RUNS = frozenset({attr.CHAT_MODEL, attr.LLM})
 _RETRIEVER_RUNS = frozenset({attr.RETRIEVER})
@@ -137,9 +138,13 @@ def current_model_span() -> Any:
 
 
 def _exit(scope: _Scope, pending: Token[Any] | None) -> None:
-    if scope.token is not None:
-        _detach(scope.token)
+    token = scope.token
+    if token is not None:
         scope.token = None
+        try:
+            _reset(token)  # ``_detach`` inline: once per model call and per async stream step
+        except (ValueError, RuntimeError):  # token from another context: leave it be
+            pass
     if pending is not None:
         _PENDING.reset(pending)
 
@@ -272,8 +277,7 @@ def _run_manager_context(args: Any, kwargs: Any, position: int, key: str) -> Con
     manager = kwargs.get(key) if key in kwargs else (args[position] if len(args) > position else None)
     if isinstance(manager, list):  # BaseLLM passes one run manager per prompt
         manager = manager[0] if manager else None
-    run_id = getattr(manager, "run_id", None)
-    return active_context(run_id) if run_id is not None else None
+    return _ACTIVE_CONTEXTS.get(getattr(manager, "run_id", None))
 
 
 def _iter_in_scope(wrapped: Any, args: Any, kwargs: Any, scope: _Scope) -> Any:

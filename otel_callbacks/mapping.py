@@ -378,6 +378,8 @@ def model_instance_attributes(model: Any) -> dict[str, Any]:
     """What the model object knows and its callbacks do not say: the server it calls and
     request parameters some integrations keep out of their invocation params (ChatOllama)."""
     url_fields, client_fields, parameters = _fields_of(type(model))
+    if not (url_fields or client_fields or parameters):  # a model class with none of them
+        return {}
     attrs: dict[str, Any] = {}
     url = _base_url(model, url_fields, client_fields)
     if url:
