@@ -46,9 +46,11 @@ TOKEN_DISPATCH = "token_dispatch"
 # and caches fill on first use, so the first iterations cost more (prompt_chat: 2-4% more per
 # span with 3 warm-up and 5 counted iterations than with 20 and 40). A long-running app runs
 # warm: warm up, then count enough iterations that the rest does not matter.
+# Run ids are time-based (uuid7), so dict probing differs run to run: a few thousand
+# instructions per iteration either way, averaged out over several hundred runs per count.
 WARMUP = 20
-ITERATIONS = {RAW: 200, "seq5": 40, "prompt_chat": 40, "nest20": 20, "abatch20": 10,
-              "graph_loop": 20, "stream1000": 4, TOKEN_DISPATCH: 20_000}
+ITERATIONS = {RAW: 200, "seq5": 100, "prompt_chat": 200, "nest20": 20, "abatch20": 10,
+              "graph_loop": 40, "stream1000": 4, TOKEN_DISPATCH: 20_000}
 
 
 def _worker(variant: str, workload: str, iterations: int) -> None:

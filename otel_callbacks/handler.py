@@ -199,7 +199,9 @@ class OTelHandler(BaseCallbackHandler):
             parent.root if parent is not None else None, run_type, time.time_ns(), ids)
         if near_limit:
             state.near_limit = True
-        self._register(state)
+        evicted = self._registry.add(state)  # ``_register``, inline: once per run
+        if evicted:
+            _finish_all(evicted, self._metrics, _evicted_marks, self._budget)
         return state
 
     def _register(self, state: RunState) -> None:

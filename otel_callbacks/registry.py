@@ -139,8 +139,14 @@ class RunRegistry:
     def pop(self, run_id: Any) -> RunState | None:
         """Remove and return the run; None if unknown (already ended, evicted, never started)."""
         state = self._runs.pop(run_id, None)
-        if state is not None:
-            self._forget(state)
+        if state is not None:  # ``_forget``, inline: once per run
+            context = _ACTIVE_CONTEXTS.pop(run_id, None)
+            if context is not None and context is not state.context:
+                _ACTIVE_CONTEXTS[run_id] = context  # another handler's entry for the same run
+            root = state.root
+            if root is not state and root.descendants is not None:
+                root.descendants.discard(state)
+            state.run_id = FORGOTTEN
         return state
 
     def pop_descendants(self, root: RunState) -> list[RunState]:
