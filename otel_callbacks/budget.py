@@ -32,32 +32,29 @@ _ALWAYS_FREE = 4
 _UNLIMITED = sys.maxsize
 
 
-def span_attribute_limit(provider: Any) -> int | None:
-    """The span attribute limit spans of ``provider`` get; None means unlimited.
-
-    The SDK provider's own ``SpanLimits`` when it has them; otherwise (no provider passed, the
-    global one not set up yet, or not the SDK's) what the SDK would use by default: the
-    environment variables, else 128.
-    """
+def _span_limits(provider: Any) -> SpanLimits:
+    """The SDK provider's own ``SpanLimits`` when it has them; otherwise (no provider passed,
+    the global one not set up yet, or not the SDK's) what the SDK would use by default: the
+    environment variables, else its defaults."""
     if provider is None:
         provider = trace.get_tracer_provider()
     limits = getattr(provider, "_span_limits", None)
-    if not isinstance(limits, SpanLimits):
-        limits = SpanLimits()
-    limit = limits.max_span_attributes
+    return limits if isinstance(limits, SpanLimits) else SpanLimits()
+
+
+def _limit_or_none(limit: Any) -> int | None:
     return limit if isinstance(limit, int) and limit >= 0 else None
+
+
+def span_attribute_limit(provider: Any) -> int | None:
+    """The span attribute limit spans of ``provider`` get (default 128); None means unlimited."""
+    return _limit_or_none(_span_limits(provider).max_span_attributes)
 
 
 def span_event_limit(provider: Any) -> int | None:
-    """The span event limit spans of ``provider`` get (as ``span_attribute_limit``); None means
-    unlimited. The SDK evicts a span's oldest events beyond it."""
-    if provider is None:
-        provider = trace.get_tracer_provider()
-    limits = getattr(provider, "_span_limits", None)
-    if not isinstance(limits, SpanLimits):
-        limits = SpanLimits()
-    limit = limits.max_events
-    return limit if isinstance(limit, int) and limit >= 0 else None
+    """The span event limit spans of ``provider`` get (default 128); None means unlimited.
+    The SDK evicts a span's oldest events beyond it."""
+    return _limit_or_none(_span_limits(provider).max_events)
 
 
 def _is_user_key(key: str) -> bool:

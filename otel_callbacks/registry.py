@@ -129,17 +129,17 @@ class RunRegistry:
         with self._lock:
             while len(runs) > self.max_open_runs:
                 try:
-                    _, oldest = runs.popitem(last=False)
-                except KeyError:
+                    oldest = self.pop(next(iter(runs)))
+                except (StopIteration, RuntimeError):  # emptied, or changed, meanwhile
                     break
-                self._forget(oldest)
-                evicted.append(oldest)
+                if oldest is not None:
+                    evicted.append(oldest)
         return evicted
 
     def pop(self, run_id: Any) -> RunState | None:
         """Remove and return the run; None if unknown (already ended, evicted, never started)."""
         state = self._runs.pop(run_id, None)
-        if state is not None:  # ``_forget``, inline: once per run
+        if state is not None:  # drop what else refers to the run
             context = _ACTIVE_CONTEXTS.pop(run_id, None)
             if context is not None and context is not state.context:
                 _ACTIVE_CONTEXTS[run_id] = context  # another handler's entry for the same run
@@ -158,27 +158,13 @@ class RunRegistry:
             states = [state for state in list(root.descendants)
                       if runs.get(state.run_id) is state]
             for state in states:
-                del runs[state.run_id]
-                self._forget(state)
+                self.pop(state.run_id)
             root.descendants.clear()
         return states
 
     def pop_all(self) -> list[RunState]:
         with self._lock:
             states = list(self._runs.values())
-            self._runs.clear()
             for state in states:
-                self._forget(state)
+                self.pop(state.run_id)
         return states
-
-    @staticmethod
-    def _forget(state: RunState) -> None:
-        """Drop what refers to a run that is no longer in the registry."""
-        run_id = state.run_id
-        context = _ACTIVE_CONTEXTS.pop(run_id, None)
-        if context is not None and context is not state.context:
-            _ACTIVE_CONTEXTS[run_id] = context  # another handler's entry for the same run
-        root = state.root
-        if root is not state and root.descendants is not None:
-            root.descendants.discard(state)
-        state.run_id = FORGOTTEN
