@@ -728,6 +728,11 @@ def _finish(state: RunState, metrics: GenAIMetrics | None,
                           "recording GenAI metrics failed: %r", exc, exc_info=exc)
     finally:
         span.end()
+        if state.root is state:
+            # A root refers to itself: left so, every root run (its state, context and span)
+            # would wait for the cycle collector instead of being freed when the run ends.
+            state.root = _NOT_STREAMING
+            state.descendants = None
 
 
 def _finish_all(states: Sequence[RunState], metrics: GenAIMetrics | None,
