@@ -370,8 +370,7 @@ class OTelHandler(BaseCallbackHandler):
 
     # --- models ----------------------------------------------------------------------------
     def _model_start(self, run_type: str, serialized: Any, run_id: Any, parent_run_id: Any,
-                     tags: Any, metadata: Any, kwargs: dict[str, Any],
-                     input_attrs: Callable[[dict[str, Any]], None]) -> None:
+                     tags: Any, metadata: Any, kwargs: dict[str, Any], inputs: Any) -> None:
         parent = self._open_run(parent_run_id) if parent_run_id is not None else None
         if (parent is not None and not parent.recording
                 and self._unsampled_child(run_id, parent_run_id, parent, run_type)):
@@ -381,7 +380,7 @@ class OTelHandler(BaseCallbackHandler):
         attributes[attr.RUN_NAME] = mapping.run_name(serialized, kwargs.get("name"), run_type)
         attributes.update(model_attrs)
         if self._content.enabled:
-            input_attrs(attributes)
+            self._input_attrs(run_type, attributes, inputs)
         state = self._start(run_id, parent_run_id, parent, run_type, span_name, attributes,
                             metadata, kind)
         if state is not None:
@@ -392,19 +391,25 @@ class OTelHandler(BaseCallbackHandler):
             if scope_waiting() is not None:  # its stream's scope
                 claim_pending_scope(state.context, run_type)
 
+    def _input_attrs(self, run_type: str, attributes: dict[str, Any], inputs: Any) -> None:
+        """The model's input as content attributes: a chat model's messages (system
+        instructions apart) or a completion model's prompts."""
+        if run_type == attr.CHAT_MODEL:
+            system, rest = split_system(inputs[0] if inputs else [])
+            if system:
+                self._content_attr(attributes, attr.GEN_AI_SYSTEM_INSTRUCTIONS, system)
+            self._content_attr(attributes, attr.GEN_AI_INPUT_MESSAGES, rest)
+        else:
+            self._content_attr(attributes, attr.GEN_AI_INPUT_MESSAGES,
+                               [to_genai_message(p) for p in inputs or ()])
+
     def on_chat_model_start(self, serialized: dict[str, Any] | None, messages: list[list[Any]], *,
                             run_id: UUID, parent_run_id: UUID | None = None,
                             tags: list[str] | None = None, metadata: dict[str, Any] | None = None,
                             **kwargs: Any) -> None:
         try:
-            def inputs(attributes: dict[str, Any]) -> None:
-                system, rest = split_system(messages[0] if messages else [])
-                if system:
-                    self._content_attr(attributes, attr.GEN_AI_SYSTEM_INSTRUCTIONS, system)
-                self._content_attr(attributes, attr.GEN_AI_INPUT_MESSAGES, rest)
-
             self._model_start(attr.CHAT_MODEL, serialized, run_id, parent_run_id, tags, metadata,
-                              kwargs, inputs)
+                              kwargs, messages)
         except Exception as exc:
             _skipped(self, "on_chat_model_start", exc)
 
@@ -412,11 +417,8 @@ class OTelHandler(BaseCallbackHandler):
                      parent_run_id: UUID | None = None, tags: list[str] | None = None,
                      metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
         try:
-            def inputs(attributes: dict[str, Any]) -> None:
-                self._content_attr(attributes, attr.GEN_AI_INPUT_MESSAGES,
-                                   [to_genai_message(p) for p in prompts or ()])
-
-            self._model_start(attr.LLM, serialized, run_id, parent_run_id, tags, metadata, kwargs, inputs)
+            self._model_start(attr.LLM, serialized, run_id, parent_run_id, tags, metadata, kwargs,
+                              prompts)
         except Exception as exc:
             _skipped(self, "on_llm_start", exc)
 
