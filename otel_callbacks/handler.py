@@ -38,7 +38,7 @@ from .conversation import for_child, for_root
 from .evaluation import remember_root
 from .handlers import BaseCallbackHandler
 from .messages import split_system, to_genai_message
-from .metrics import GenAIMetrics, global_provider_set, peek_global_provider
+from .metrics import GenAIMetrics, peek_global_provider
 from .registry import _ACTIVE_CONTEXTS, FORGOTTEN, RunRegistry, RunState, UnsampledRunState, active_context
 from .sampling import children_follow_unsampled_parent
 from .stream_usage import StreamUsage
@@ -57,7 +57,8 @@ except ImportError:  # pragma: no cover - another SDK: ask every span
     _SDK_SPAN = None  # type: ignore[assignment,misc]
 _MODEL_RUNS = frozenset({attr.CHAT_MODEL, attr.LLM})
 _MEASURED_RUNS = _MODEL_RUNS | {attr.TOOL}  # the runs metrics count
-_NOT_STREAMING = RunState(FORGOTTEN, trace.INVALID_SPAN, Context(), None, "", 0)
+# A state that matches no run: the streaming cache before any token, an ended root's root.
+_NO_RUN = RunState(FORGOTTEN, trace.INVALID_SPAN, Context(), None, "", 0)
 # The most that flushing spans of runs still open adds to interpreter exit (or to ``close()``),
 # whatever the number of handlers: an unreachable collector must not hold the app's exit.
 EXIT_FLUSH_SECONDS = 2.0
@@ -140,7 +141,7 @@ class OTelHandler(BaseCallbackHandler):
         self._token_events_limit = _token_events_within(max_token_events, tracer_provider)
         # The run that streamed the last token: the next token is almost always its own. Once
         # the registry drops that run its id no longer matches, so no reset is needed here.
-        self._streaming: RunState = _NOT_STREAMING
+        self._streaming: RunState = _NO_RUN
         self._provider = tracer_provider
         self._budget = AttributeBudget.for_provider(tracer_provider)
         self._start_rooms = self._budget.start_rooms
@@ -153,12 +154,10 @@ class OTelHandler(BaseCallbackHandler):
         context_bridge.install()
 
     def _measuring(self) -> bool:
-        return self._metrics is not None or (
-            peek_global_provider() is not None and self._metrics_ready())
-
-    def _metrics_ready(self) -> bool:
-        """Whether runs are measured; with no provider given, from when the global one is set."""
-        if self._metrics is None and self._metrics_from_global and global_provider_set():
+        """Whether runs are measured; with no provider given, from when the global one is set
+        (until then, one C-level peek per model or tool run)."""
+        if (self._metrics is None and self._metrics_from_global
+                and peek_global_provider() is not None):
             self._metrics = GenAIMetrics.create(None)
         return self._metrics is not None
 
@@ -384,9 +383,7 @@ class OTelHandler(BaseCallbackHandler):
         state = self._start(run_id, parent_run_id, parent, run_type, span_name, attributes,
                             metadata, kind)
         if state is not None:
-            if self._model_metrics and (
-                    self._metrics is not None
-                    or (peek_global_provider() is not None and self._metrics_ready())):
+            if self._model_metrics and self._measuring():
                 state.metric_attributes = GenAIMetrics.base_attributes(model_attrs)
             if scope_waiting() is not None:  # its stream's scope
                 claim_pending_scope(state.context, run_type)
@@ -529,9 +526,7 @@ class OTelHandler(BaseCallbackHandler):
                                inputs if inputs is not None else input_str)
             state = self._start(run_id, parent_run_id, parent, attr.TOOL, span_name, attributes,
                                 metadata)
-            if state is not None and (
-                    self._metrics is not None
-                    or (peek_global_provider() is not None and self._metrics_ready())):
+            if state is not None and self._measuring():
                 state.metric_attributes = GenAIMetrics.tool_attributes(tool_attrs)
         except Exception as exc:
             _skipped(self, "on_tool_start", exc)
@@ -733,7 +728,7 @@ def _finish(state: RunState, metrics: GenAIMetrics | None,
         if state.root is state:
             # A root refers to itself: left so, every root run (its state, context and span)
             # would wait for the cycle collector instead of being freed when the run ends.
-            state.root = _NOT_STREAMING
+            state.root = _NO_RUN
             state.descendants = None
 
 
