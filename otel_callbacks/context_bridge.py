@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import logging
 import sys
 import threading
@@ -256,21 +257,43 @@ def _direct_method(wrapper: Any) -> _Direct:
 def _bridge_config_context(original: Any) -> Any:
     """``_set_config_context`` runs inside LangChain's (or LangGraph's) copied child context:
     make the parent run's span current there. The copy is discarded by its caller afterwards,
-    so nothing needs detaching."""
-    get_context = _ACTIVE_CONTEXTS.get
+    so nothing needs detaching.
 
-    def _set_config_context(*args: Any, **kwargs: Any) -> Any:
-        result = original(*args, **kwargs)
-        try:
-            config = args[0] if args else kwargs["config"]
-            context = get_context(getattr(config.get("callbacks"), "parent_run_id", None))
-            if context is not None:
-                _attach(context)
-        except Exception:  # never break LangChain's own plumbing
-            logger.debug("otel-callbacks: could not bridge run context", exc_info=True)
-        return result
+    Once per child run, so the replacement takes the original's own parameters when they are
+    the known ``(config)`` or ``(config, run=None)``: forwarding ``*args, **kwargs`` costs
+    more than the bridging. Any other signature is forwarded as it is.
+    """
+    if _parameter_names(original) in (("config",), ("config", "run")):
+        def _set_config_context(config: Any, run: Any = _NO_ARGUMENT) -> Any:
+            result = original(config) if run is _NO_ARGUMENT else original(config, run)
+            _make_parent_run_current(config)
+            return result
+    else:
+        def _set_config_context(*args: Any, **kwargs: Any) -> Any:  # type: ignore[misc]
+            result = original(*args, **kwargs)
+            _make_parent_run_current(args[0] if args else kwargs.get("config"))
+            return result
 
     return functools.update_wrapper(_set_config_context, original)
+
+
+_NO_ARGUMENT = object()
+
+
+def _parameter_names(function: Any) -> tuple[str, ...] | None:
+    try:
+        return tuple(inspect.signature(function).parameters)
+    except (TypeError, ValueError):  # no signature to read: forward every argument
+        return None
+
+
+def _make_parent_run_current(config: Any) -> None:
+    try:
+        context = _ACTIVE_CONTEXTS.get(getattr(config.get("callbacks"), "parent_run_id", None))
+        if context is not None:
+            _attach(context)
+    except Exception:  # never break LangChain's own plumbing
+        logger.debug("otel-callbacks: could not bridge run context", exc_info=True)
 
 
 def _run_manager_context(args: Any, kwargs: Any, position: int, key: str) -> Context | None:
@@ -288,15 +311,41 @@ def _aiter_in_scope(wrapped: Any, args: Any, kwargs: Any, scope: _Scope) -> Any:
     return _ScopedAsyncIterator(wrapped(*args, **kwargs), scope)
 
 
+def _provider_scope(model: Any, args: Any, kwargs: Any, position: int, key: str) -> _Scope | None:
+    """The scope of a model's own generate call: its run manager names the run whose span to
+    make current (None: no traced run)."""
+    context = _run_manager_context(args, kwargs, position, key)
+    if context is None:
+        return None
+    _annotate_model_span(context, model)
+    return _Scope(_MODEL_RUNS, context)
+
+
 def _provider_call(position: int, key: str, drive: Any) -> Any:
-    """The model's own generate path: its run manager names the run whose span to make current."""
+    """The model's own generate path (async: a wrapt wrapper, so it stays a coroutine function)."""
     def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        context = _run_manager_context(args, kwargs, position, key)
-        if context is None:
+        scope = _provider_scope(instance, args, kwargs, position, key)
+        if scope is None:
             return wrapped(*args, **kwargs)
-        _annotate_model_span(context, instance)
-        return drive(wrapped, args, kwargs, _Scope(_MODEL_RUNS, context))
+        return drive(wrapped, args, kwargs, scope)
     return wrapper
+
+
+def _direct_provider_call(position: int, key: str) -> _Direct:
+    """The sync twin of ``_provider_call`` as one plain method: once per model call, where a
+    bound method and two more frames cost about as much as the bridging itself."""
+    def make(original: Any) -> Any:
+        def patched(self: Any, *args: Any, **kwargs: Any) -> Any:
+            scope = _provider_scope(self, args, kwargs, position, key)
+            if scope is None:
+                return original(self, *args, **kwargs)
+            pending = _enter(scope)
+            try:
+                return original(self, *args, **kwargs)
+            finally:
+                _exit(scope, pending)
+        return functools.update_wrapper(patched, original)
+    return _Direct(make)
 
 
 def _starts_inside(run_types: frozenset[str], drive: Any) -> Any:
@@ -374,11 +423,11 @@ _PATCHES: tuple[tuple[str, str, Any], ...] = tuple(
     for module, path in LANGCHAIN_EXECUTION_POINTS + LANGGRAPH_EXECUTION_POINTS
 ) + (() if _ASYNCIO_TAKES_CONTEXT else _PY310_PATCHES) + (
     ("langchain_core.language_models.chat_models", "BaseChatModel._generate_with_cache",
-     _direct_method(_provider_call(2, "run_manager", _call_in_scope))),
+     _direct_provider_call(2, "run_manager")),
     ("langchain_core.language_models.chat_models", "BaseChatModel._agenerate_with_cache",
      _provider_call(2, "run_manager", _acall_in_scope)),
     ("langchain_core.language_models.llms", "BaseLLM._generate_helper",
-     _direct_method(_provider_call(2, "run_managers", _call_in_scope))),
+     _direct_provider_call(2, "run_managers")),
     ("langchain_core.language_models.llms", "BaseLLM._agenerate_helper",
      _provider_call(2, "run_managers", _acall_in_scope)),
     ("langchain_core.language_models.chat_models", "BaseChatModel.stream",

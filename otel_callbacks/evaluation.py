@@ -6,15 +6,16 @@ so it sits in that run's trace and a backend query such as
 ``{ span.gen_ai.evaluation.score.value < 0.5 }`` leads to the conversation.
 
 A run is named by its span context, or by its LangChain run id: the ids of the last
-``MAX_REMEMBERED_RUNS`` root runs that ended in this process (the id an app sets with
-``config["run_id"]`` or reads from ``collect_runs``), and of every run still open, are known.
+``MAX_REMEMBERED_RUNS`` root runs that ended in this process (at times a sixteenth more; the id
+an app sets with ``config["run_id"]`` or reads from ``collect_runs``), and of every run still
+open, are known.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections import OrderedDict
+from itertools import islice
 from typing import Any
 from uuid import UUID
 
@@ -30,19 +31,31 @@ logger = logging.getLogger("otel_callbacks")
 
 MAX_REMEMBERED_RUNS = 10_000
 _MAX_TEXT = 4096
-# Finished root runs, oldest first: run id -> (span context, the run's id attributes, tracer).
-_runs: OrderedDict[Any, tuple[SpanContext, dict[str, str] | None, Tracer]] = OrderedDict()
+# Finished root runs, oldest first (a dict keeps insertion order): the run id's 128-bit int,
+# hashed in C (a UUID hashes through Python) -> (span context, the run's id attributes, tracer).
+_runs: dict[int, tuple[SpanContext, dict[str, str] | None, Tracer]] = {}
 _warned = False
 
 
 def remember_root(run_id: Any, span_context: SpanContext, ids: Any, tracer: Tracer) -> None:
-    """Called as a root run ends (one dict insert): its span stays findable by run id."""
-    _runs[run_id] = (span_context, ids.attributes if ids is not None else None, tracer)
-    while len(_runs) > MAX_REMEMBERED_RUNS:
-        try:
-            _runs.popitem(last=False)
-        except KeyError:  # another thread emptied it first
-            break
+    """Called as a root run ends (one dict insert): its span stays findable by run id.
+
+    The oldest are dropped in batches of a sixteenth of the window, so the dict work per root
+    stays one insert with a C-level hash (an OrderedDict keyed by UUID cost about 1 us per root).
+    """
+    if not isinstance(run_id, UUID):  # ``_find`` looks up UUIDs only
+        return
+    _runs[run_id.int] = (span_context, ids.attributes if ids is not None else None, tracer)
+    if len(_runs) > MAX_REMEMBERED_RUNS + MAX_REMEMBERED_RUNS // 16:
+        _forget_oldest()
+
+
+def _forget_oldest() -> None:
+    try:
+        for key in list(islice(_runs, max(0, len(_runs) - MAX_REMEMBERED_RUNS))):
+            _runs.pop(key, None)
+    except RuntimeError:  # changed by another thread meanwhile: the next root trims again
+        pass
 
 
 def _find(run: Any) -> tuple[SpanContext, dict[str, str] | None, Tracer | None] | None:
@@ -58,7 +71,7 @@ def _find(run: Any) -> tuple[SpanContext, dict[str, str] | None, Tracer | None] 
             return None
     if not isinstance(run, UUID):
         return None
-    known = _runs.get(run)
+    known = _runs.get(run.int)
     if known is not None:
         return known
     open_run = active_context(run)
