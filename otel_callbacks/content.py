@@ -88,16 +88,19 @@ def utf8_safe_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
 
 
 def _repaired(attributes: Mapping[str, Any]) -> dict[str, Any]:
-    repaired: dict[str, Any] = {}
-    for key, value in attributes.items():
-        if isinstance(value, str):
-            value = utf8_safe(value)
-        elif isinstance(value, (tuple, list)):
-            value = tuple(utf8_safe(v) if isinstance(v, str) else v for v in value)
-        elif isinstance(value, bytes):
-            value = value.decode("utf-8", "replace")
-        repaired[utf8_safe(key)] = value
-    return repaired
+    return {utf8_safe(key): utf8_safe_value(value) for key, value in attributes.items()}
+
+
+def utf8_safe_value(value: Any) -> Any:
+    """One attribute value as ``utf8_safe_attributes`` leaves it: text repaired in strings and
+    sequences (as a tuple), bytes decoded; other values as they are."""
+    if isinstance(value, str):
+        return utf8_safe(value)
+    if isinstance(value, (tuple, list)):
+        return tuple(utf8_safe(v) if isinstance(v, str) else v for v in value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value
 
 
 def is_secret_value(value: object) -> bool:

@@ -42,6 +42,7 @@ from opentelemetry.context import Context
 
 from . import attributes as attr
 from . import mapping, provider_streams
+from .content import utf8_safe_attributes
 from .registry import _ACTIVE_CONTEXTS, active_context
 
 logger = logging.getLogger("otel_callbacks")
@@ -97,7 +98,8 @@ def _annotate_model_span(context: Context, model: Any) -> None:
         if extra:
             span = trace.get_current_span(context)
             present = getattr(span, "attributes", None) or {}
-            span.set_attributes({k: v for k, v in extra.items() if k not in present})
+            span.set_attributes(utf8_safe_attributes(
+                {k: v for k, v in extra.items() if k not in present}))
     except Exception:  # a model object of an odd shape: the span just lacks these
         logger.debug("otel-callbacks: could not read the model's server", exc_info=True)
 

@@ -29,7 +29,7 @@ from opentelemetry import context as otel_context
 from opentelemetry.context import Context
 
 from . import attributes as attr
-from .content import is_secret_value
+from .content import is_secret_value, utf8_safe
 
 logger = logging.getLogger("otel_callbacks")
 
@@ -64,7 +64,7 @@ def clean_id(value: Any) -> str | None:
     if is_secret_value(text):
         logger.debug("otel-callbacks: a credential-shaped conversation/user id was ignored")
         return None
-    return text[:MAX_ID_LENGTH]
+    return utf8_safe(text[:MAX_ID_LENGTH])
 
 
 class RunIds:

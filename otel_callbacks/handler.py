@@ -189,8 +189,10 @@ class OTelHandler(BaseCallbackHandler):
             attributes = self._budget.fit_start(attributes, run_type)
         if not name.isascii():
             name = utf8_safe(name)
+        # ``attributes`` are UTF-8-safe where they were made (mapping, names, content, ids):
+        # a gate here would check every run's attributes again, most of them cached.
         span = self._tracer.start_span(name, context=parent_context, kind=kind,
-                                       attributes=utf8_safe_attributes(attributes))
+                                       attributes=attributes)
         # The run's context extends its parent's (or the caller's), so baggage flows through.
         state = (RunState if span.__class__ is _SDK_SPAN or span.is_recording()
                  else UnsampledRunState)(
@@ -283,7 +285,7 @@ class OTelHandler(BaseCallbackHandler):
         if self._content.enabled:
             text = self._content.render(value)
             if text is not None:
-                attributes[key] = text
+                attributes[key] = utf8_safe(text)
 
     def close(self) -> None:
         """End every span still open (marked evicted) and flush them, waiting at most

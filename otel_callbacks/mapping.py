@@ -19,7 +19,15 @@ from urllib.parse import urlsplit
 from opentelemetry.trace import SpanKind
 
 from . import attributes as attr
-from .content import is_secret_key, is_small, scalar_attribute, scrub_secrets, utf8_safe
+from .content import (
+    is_secret_key,
+    is_small,
+    scalar_attribute,
+    scrub_secrets,
+    utf8_safe,
+    utf8_safe_attributes,
+    utf8_safe_value,
+)
 
 # LangChain's ls_provider values -> gen_ai.provider.name well-known values.
 _PROVIDERS = {
@@ -53,10 +61,11 @@ def serialized_name(serialized: Any) -> str | None:
 
 
 def run_name(serialized: Any, name: Any, default: str) -> str:
-    """The run's own name: LangChain's ``name`` kwarg (run_name / get_name()) first."""
-    if isinstance(name, str) and name:
-        return name
-    return serialized_name(serialized) or default
+    """The run's own name: LangChain's ``name`` kwarg (run_name / get_name()) first; UTF-8-safe,
+    like every attribute value this module returns."""
+    if not (isinstance(name, str) and name):
+        name = serialized_name(serialized) or default
+    return name if name.isascii() else utf8_safe(name)
 
 
 _CACHE_LIMIT = 8192
@@ -83,16 +92,17 @@ def _remember(cache: dict[Any, Any], key: Any, value: Any) -> Any:
 def _tags_attribute(tags: Any) -> Any:
     """The user's tags; LangChain's positional ones (``seq:step:2``) only repeat the tree."""
     own = [t for t in tags if not (isinstance(t, str) and t.startswith(_STEP_TAG_PREFIXES))]
-    return scalar_attribute(own, _MAX_ATTR) if own else None
+    return utf8_safe_value(scalar_attribute(own, _MAX_ATTR)) if own else None
 
 
 def _metadata_attribute(key: Any, value: Any) -> tuple[str, Any] | None:
     if not isinstance(key, str) or key.startswith("ls_"):
         return None  # ls_* keys become GenAI attributes on model spans
+    name = utf8_safe(attr.RUN_METADATA_PREFIX + key)
     if is_secret_key(key):
-        return attr.RUN_METADATA_PREFIX + key, "[REDACTED]"
+        return name, "[REDACTED]"
     converted = scalar_attribute(value, _MAX_ATTR)
-    return None if converted is None else (attr.RUN_METADATA_PREFIX + key, converted)
+    return None if converted is None else (name, utf8_safe_value(converted))
 
 
 # Metadata LangChain and LangGraph add for their own bookkeeping: LangGraph's routing (the span
@@ -106,7 +116,10 @@ _PLUMBING_METADATA = frozenset({"langgraph_triggers", "langgraph_path", "langgra
 def common_attributes(run_id: Any, run_type: str, tags: Any, metadata: Any) -> dict[str, Any]:
     """Attributes every span carries: run id/type, the user's tags, the user's metadata
     (not ``ls_*``, which become GenAI attributes, nor LangGraph's routing keys)."""
-    attrs: dict[str, Any] = {attr.RUN_ID: str(run_id), attr.RUN_TYPE: run_type}
+    run_id_text = str(run_id)  # a UUID's text is ASCII; an odd run id's may not be
+    if not run_id_text.isascii():
+        run_id_text = utf8_safe(run_id_text)
+    attrs: dict[str, Any] = {attr.RUN_ID: run_id_text, attr.RUN_TYPE: run_type}
     if tags:
         try:
             key = tuple(tags)
@@ -196,6 +209,7 @@ def chain_span(name: str, tags: Any, metadata: Any) -> tuple[str, dict[str, Any]
 
 def _chain_span(name: str, agent: str | None) -> tuple[str, dict[str, Any]]:
     if agent is not None:
+        agent = utf8_safe(agent)
         return f"{attr.OP_INVOKE_AGENT} {agent}", {
             attr.GEN_AI_OPERATION_NAME: attr.OP_INVOKE_AGENT, attr.GEN_AI_AGENT_NAME: agent}
     return name, {}
@@ -257,7 +271,7 @@ def model_span(run_type: str, serialized: Any, metadata: Any,
     if tools:
         attrs[attr.GEN_AI_TOOL_DEFINITIONS] = scalar_attribute(_tool_definitions(tools), 4 * _MAX_ATTR)
     label = model if isinstance(model, str) and model else (serialized_name(serialized) or run_type)
-    return f"{operation} {label}", SpanKind.CLIENT, attrs
+    return f"{operation} {label}", SpanKind.CLIENT, utf8_safe_attributes(attrs)
 
 
 # Request parameters -> the client field or invocation parameter names that hold them (OpenAI,
@@ -426,7 +440,7 @@ def tool_span(name: str, serialized: Any, call_id: Any, inputs: Any) -> tuple[st
         call_id = inputs.get("tool_call_id")
     if isinstance(call_id, str) and call_id:
         attrs[attr.GEN_AI_TOOL_CALL_ID] = call_id
-    return f"{attr.OP_EXECUTE_TOOL} {name}", attrs
+    return f"{attr.OP_EXECUTE_TOOL} {name}", utf8_safe_attributes(attrs)
 
 
 _description_cache: dict[str, str] = {}
@@ -484,27 +498,27 @@ def response_attributes(response: Any) -> dict[str, Any]:
     attrs: dict[str, Any] = {}
     message = response_metadata = None
     reasons: list[str] = []
-    first_batch = True
+    first = True  # the first batch's first generation holds the message read for the rest
     try:
         for batch in _get(response, "generations") or ():  # one pass: each object read once
-            for index, generation in enumerate(batch or ()):
-                info = _mapping_or_none(_get(generation, "generation_info"))
+            for generation in batch or ():
                 generation_message = _get(generation, "message")
                 meta = (_mapping_or_none(_get(generation_message, "response_metadata"))
                         if generation_message is not None else None)
-                if first_batch and index == 0:
-                    message, response_metadata = generation_message, meta
-                reason = _finish_reason(info, meta, generation_message)
+                if first:
+                    message, response_metadata, first = generation_message, meta, False
+                reason = _finish_reason(_mapping_or_none(_get(generation, "generation_info")),
+                                        meta, generation_message)
                 if reason is not None:
                     reasons.append(reason)
-            first_batch = False
+            first = False
     except TypeError:  # generations or a batch that is not iterable: what was read so far
         pass
-    usage = _get(message, "usage_metadata") if message is not None else None
     llm_output = _mapping_or_none(_get(response, "llm_output")) or _EMPTY
-    if usage.__class__ is dict or (usage is not None and isinstance(usage, Mapping)):
+    usage = _get(message, "usage_metadata") if message is not None else None
+    if usage and (usage.__class__ is dict or isinstance(usage, Mapping)):
         usage_attributes(usage, attrs)
-    else:
+    elif llm_output:  # providers that report usage only there (and an empty usage_metadata)
         token_usage = llm_output.get("token_usage") or llm_output.get("usage")
         if isinstance(token_usage, Mapping):
             _int(attrs, attr.GEN_AI_USAGE_INPUT_TOKENS,
@@ -514,14 +528,14 @@ def response_attributes(response: Any) -> dict[str, Any]:
     response_metadata = response_metadata or _EMPTY
     model = (response_metadata.get("model_name") or response_metadata.get("model")
              or llm_output.get("model_name") or llm_output.get("model"))
-    if isinstance(model, str) and model:
+    if model and isinstance(model, str):
         attrs[attr.GEN_AI_RESPONSE_MODEL] = model
     response_id = response_metadata.get("id") or llm_output.get("id")
     if not response_id and message is not None:
         message_id = _get(message, "id")
         if isinstance(message_id, str) and not message_id.startswith(_LANGCHAIN_MESSAGE_IDS):
             response_id = message_id
-    if isinstance(response_id, str) and response_id:
+    if response_id and isinstance(response_id, str):
         attrs[attr.GEN_AI_RESPONSE_ID] = response_id
     if reasons:
         attrs[attr.GEN_AI_RESPONSE_FINISH_REASONS] = tuple(reasons)
@@ -552,12 +566,12 @@ def generation_finish_reason(generation: Any) -> str | None:
 def _finish_reason(info: Mapping[str, Any] | None, meta: Mapping[str, Any] | None,
                    message: Any) -> str | None:
     for source in (info, meta):
-        if source is not None:
+        if source:  # None or empty (most generation_info): nothing to look up
             for key in _FINISH_REASON_KEYS:
                 reason = source.get(key)
                 if isinstance(reason, str) and reason:
                     return reason
-    if meta is not None and meta.get("object") == "response":  # the Responses API
+    if meta and meta.get("object") == "response":  # the Responses API
         details = meta.get("incomplete_details")
         reason = details.get("reason") if isinstance(details, Mapping) else None
         if isinstance(reason, str) and reason:

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any
 
 from . import attributes as attr
+from .content import utf8_safe
 
 SpanFinder = Callable[[], Any]
 
@@ -38,7 +39,7 @@ def _record_id(span: Any, event: Any) -> None:
             opened = getattr(event, "message", None) or getattr(event, "response", None)
             response_id = getattr(opened, "id", None)
         if isinstance(response_id, str) and response_id:
-            span.set_attribute(attr.GEN_AI_RESPONSE_ID, response_id)
+            span.set_attribute(attr.GEN_AI_RESPONSE_ID, utf8_safe(response_id))
     except Exception:  # an event of another shape: no id, nothing else changes
         pass
 

@@ -207,3 +207,48 @@ def test_attribute_gate_repairs_keys_values_sequences_and_bytes() -> None:
     safe = utf8_safe(BAD)
     assert repaired == {f"k-{safe}": f"v-{safe}", "seq": (f"1-{safe}", 2), "raw": "\ufffdok", "n": 3}
     assert list(repaired) == [f"k-{safe}", "seq", "raw", "n"]  # order kept
+
+
+class ServedChat(FakeChat):
+    """A chat model with an endpoint field, as integrations have (``base_url``)."""
+
+    base_url: str = "http://localhost:1"
+
+
+def test_ids_agent_names_endpoints_and_odd_run_ids_are_repaired(tracing: Any) -> None:
+    """Attribute values made outside the mapping of names, tags and metadata: conversation
+    and user ids, an agent's name, the model's server, a run id that is not a UUID."""
+    handler = tracing.handler()
+    metadata = {"thread_id": bad("thread"), "user_id": bad("user"), "lc_agent_name": bad("agent")}
+    RunnableLambda(lambda x: x).invoke("x", config=cfg(handler, metadata=metadata,
+                                                        run_name=bad("agent")))
+    ServedChat(base_url=f"http://{bad('host')}:8080/v1").invoke("hi", config=cfg(handler))
+    handler.on_chain_start({}, {}, run_id=bad("run"), name="odd")
+    handler.on_chain_end({}, run_id=bad("run"))
+    spans = tracing.spans()
+    assert len(spans) == 3
+    for span in spans:
+        for text in all_strings(span):
+            text.encode("utf-8")  # raises on a lone surrogate
+    safe = utf8_safe(BAD)
+    agent = next(s for s in spans if s.attributes.get(attr.GEN_AI_AGENT_NAME))
+    assert agent.attributes[attr.GEN_AI_AGENT_NAME] == f"agent-{safe}"
+    assert agent.attributes[attr.GEN_AI_CONVERSATION_ID] == f"thread-{safe}"
+    assert agent.attributes[attr.USER_ID] == f"user-{safe}"
+    chat = next(s for s in spans if s.attributes.get(attr.GEN_AI_OPERATION_NAME) == "chat")
+    assert chat.attributes[attr.SERVER_ADDRESS].startswith("host-")
+    odd = next(s for s in spans if s.name == "odd")
+    assert odd.attributes[attr.RUN_ID] == f"run-{safe}"
+
+
+def test_a_streamed_response_id_is_repaired(tracing: Any) -> None:
+    """The id a provider SDK's stream reports (a JSON string may hold a lone surrogate)."""
+    from types import SimpleNamespace
+
+    from otel_callbacks.provider_streams import _record_id
+
+    span = tracing.provider.get_tracer("test").start_span("chat")
+    _record_id(span, SimpleNamespace(id=bad("chatcmpl")))
+    span.end()
+    (exported,) = tracing.spans()
+    assert exported.attributes[attr.GEN_AI_RESPONSE_ID] == f"chatcmpl-{utf8_safe(BAD)}"
