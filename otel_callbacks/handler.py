@@ -39,9 +39,17 @@ from .evaluation import remember_root
 from .handlers import BaseCallbackHandler
 from .messages import split_system, to_genai_message
 from .metrics import GenAIMetrics, peek_global_provider
-from .registry import _ACTIVE_CONTEXTS, FORGOTTEN, RunRegistry, RunState, UnsampledRunState, active_context
+from .registry import (
+    _ACTIVE_CONTEXTS,
+    NO_RUN,
+    RunRegistry,
+    RunState,
+    UnsampledRunState,
+    active_context,
+)
 from .sampling import children_follow_unsampled_parent
 from .stream_usage import StreamUsage
+from .tokens import TokenPath
 from .version import __version__
 
 logger = logging.getLogger("otel_callbacks")
@@ -58,7 +66,6 @@ except ImportError:  # pragma: no cover - another SDK: ask every span
 _MODEL_RUNS = frozenset({attr.CHAT_MODEL, attr.LLM})
 _MEASURED_RUNS = _MODEL_RUNS | {attr.TOOL}  # the runs metrics count
 # A state that matches no run: the streaming cache before any token, an ended root's root.
-_NO_RUN = RunState(FORGOTTEN, trace.INVALID_SPAN, Context(), None, "", 0)
 # The most that flushing spans of runs still open adds to interpreter exit (or to ``close()``),
 # whatever the number of handlers: an unreachable collector must not hold the app's exit.
 EXIT_FLUSH_SECONDS = 2.0
@@ -139,9 +146,10 @@ class OTelHandler(BaseCallbackHandler):
         self._metrics_from_global = meter_provider is None
         self._model_metrics = model_metrics
         self._token_events_limit = _token_events_within(max_token_events, tracer_provider)
-        # The run that streamed the last token: the next token is almost always its own. Once
-        # the registry drops that run its id no longer matches, so no reset is needed here.
-        self._streaming: RunState = _NO_RUN
+        self._tokens = TokenPath(self)
+        if type(self).on_llm_new_token is OTelHandler.on_llm_new_token:  # not overridden
+            # Found per token as it is, without a new bound method (see ``tokens.py``).
+            self.on_llm_new_token = self._tokens.on_llm_new_token  # type: ignore[method-assign]
         self._provider = tracer_provider
         self._budget = AttributeBudget.for_provider(tracer_provider)
         self._start_rooms = self._budget.start_rooms
@@ -424,22 +432,15 @@ class OTelHandler(BaseCallbackHandler):
     def on_llm_new_token(self, token: Any, *, chunk: Any = None, run_id: UUID,
                          parent_run_id: UUID | None = None, tags: list[str] | None = None,
                          **kwargs: Any) -> None:
-        # Hot path, once per streamed token: a text token of the run that streamed the last one,
-        # past its token events, bumps a small int (no allocation, no call). Nothing here can
-        # raise. ``tags`` is named because LangChain passes it: else a kwargs dict per token.
-        state = self._streaming
-        if state.run_id is run_id and token.__class__ is str and token:
-            tally = state.token_tally + 1
-            if tally < 256:  # CPython's cached small ints end at 256: fold before
-                state.token_tally = tally
-                return
-        self._new_token(token, chunk, run_id)
+        # The instance attribute of the same name (``TokenPath.on_llm_new_token``) is what
+        # LangChain calls; this method serves explicit calls and subclasses.
+        self._tokens.on_llm_new_token(token, chunk=chunk, run_id=run_id)
 
     def _new_token(self, token: Any, chunk: Any, run_id: Any) -> None:
         """Every token the hot path does not take: another run's, the first ones (which get
         events), chunks without plain text, and a full tally."""
         try:
-            state = self._streaming
+            state = self._tokens.streaming
             if state.run_id is not run_id:  # LangChain passes the same UUID object per token
                 found = self._open_run(run_id)
                 if found is None:
@@ -462,7 +463,7 @@ class OTelHandler(BaseCallbackHandler):
             if count <= limit:
                 self._token_event(state, token, count)
             if count >= limit:  # the hot path may take this run's next tokens
-                self._streaming = state
+                self._tokens.streaming = state
         except Exception as exc:
             _skipped(self, "on_llm_new_token", exc)
 
@@ -730,7 +731,7 @@ def _finish(state: RunState, metrics: GenAIMetrics | None,
         if state.root is state:
             # A root refers to itself: left so, every root run (its state, context and span)
             # would wait for the cycle collector instead of being freed when the run ends.
-            state.root = _NO_RUN
+            state.root = NO_RUN
             state.descendants = None
 
 

@@ -111,6 +111,11 @@ def _metadata_attribute(key: Any, value: Any) -> tuple[str, Any] | None:
 # ``langgraph_step`` and ``langgraph_node`` are kept.
 _PLUMBING_METADATA = frozenset({"langgraph_triggers", "langgraph_path", "langgraph_checkpoint_ns",
                                 "checkpoint_ns", "lc_versions"})
+# Keys skipped before any conversion: the plumbing, and the ``ls_*`` keys langchain-core sets on
+# every model run (they become GenAI attributes). Other ``ls_*`` keys are skipped when converted.
+_SKIPPED_METADATA = _PLUMBING_METADATA | {
+    "ls_provider", "ls_model_name", "ls_model_type", "ls_temperature", "ls_max_tokens", "ls_stop",
+    "ls_integration"}
 
 
 def common_attributes(run_id: Any, run_type: str, tags: Any, metadata: Any) -> dict[str, Any]:
@@ -132,7 +137,7 @@ def common_attributes(run_id: Any, run_type: str, tags: Any, metadata: Any) -> d
             attrs[attr.RUN_TAGS] = value
     if metadata and (metadata.__class__ is dict or isinstance(metadata, Mapping)):
         for key, value in metadata.items():
-            if key in _PLUMBING_METADATA:
+            if key in _SKIPPED_METADATA:
                 continue
             try:
                 cache_key = (key, type(value), value)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry.context import Context
-from opentelemetry.trace import Span
+from opentelemetry.trace import INVALID_SPAN, Span
 
 if TYPE_CHECKING:
     from .conversation import RunIds
@@ -43,37 +43,34 @@ class RunState:
     ``ids``: the conversation/user ids of its tree (``conversation.RunIds``), shared by reference.
     """
 
-    # No __slots__: what most runs never change (all but a model's or tool's bookkeeping) stays
-    # a class default, so starting a run stores 7 fields, not 15. (An instance's own values
-    # are stored inline, as compact as slots on Python 3.11 and later.)
+    __slots__ = ("run_id", "span", "context", "root", "run_type", "descendants",
+                 "token_count", "token_tally", "first_chunk_ns", "start_ns", "metric_attributes",
+                 "retries",
+                 "near_limit", "stream_usage", "ids")
     recording = True  # the SDK records this run's span
-    # A root's open descendants: the states themselves (hashed by identity, in C; a run id
-    # would cost a Python-level UUID hash per add and discard). None on every other run.
-    descendants: set[RunState] | None = None
-    # Streamed content tokens: ``token_count`` plus the ``token_tally`` the handler's hot path
-    # bumps (kept a small int, so a bump allocates nothing); read both through ``tokens``.
-    token_count = 0
-    token_tally = 0
-    first_chunk_ns = 0  # the first streamed chunk, content or not (time to first chunk)
-    metric_attributes: dict[str, Any] | None = None
-    retries = 0
-    near_limit = False
-    # Token usage streamed chunks reported (a stream_usage.StreamUsage): the totals of a
-    # cumulative provider, and what a run that never gets its own end had seen.
-    stream_usage: StreamUsage | None = None
 
     def __init__(self, run_id: Any, span: Span, context: Context, root: RunState | None,
                  run_type: str, start_ns: int, ids: RunIds | None = None) -> None:
         self.run_id = run_id
         self.span = span
         self.context = context
-        if root is None:
-            self.root = self
-            self.descendants = set()
-        else:
-            self.root = root
+        self.root = root if root is not None else self
         self.run_type = run_type
+        # A root's open descendants: the states themselves (hashed by identity, in C; a run
+        # id would cost a Python-level UUID hash per add and discard).
+        self.descendants: set[RunState] | None = None if root is not None else set()
+        # Streamed content tokens: ``token_count`` plus the ``token_tally`` the handler's hot path
+        # bumps (kept a small int, so a bump allocates nothing); read both through ``tokens``.
+        self.token_count = 0
+        self.token_tally = 0
+        self.first_chunk_ns = 0  # the first streamed chunk, content or not (time to first chunk)
         self.start_ns = start_ns
+        self.metric_attributes: dict[str, Any] | None = None
+        self.retries = 0
+        self.near_limit = False
+        # Token usage streamed chunks reported (a stream_usage.StreamUsage): the totals of a
+        # cumulative provider, and what a run that never gets its own end had seen.
+        self.stream_usage: StreamUsage | None = None
         self.ids = ids
 
     @property
@@ -88,11 +85,16 @@ class RunState:
         return count
 
 
+# A state no run has: what "no run" compares against (its run id is never LangChain's).
+NO_RUN = RunState(FORGOTTEN, INVALID_SPAN, Context(), None, "", 0)
+
+
 class UnsampledRunState(RunState):
     """A run of an unsampled trace: its span records nothing (the SDK dropped it), so the
     handler does no span work for it. A run under an unsampled parent shares the parent's
     span and context: its children and the code it runs see the same unsampled context."""
 
+    __slots__ = ()
     recording = False
 
 

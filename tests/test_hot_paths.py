@@ -19,6 +19,7 @@ import importlib
 import inspect
 import types
 import uuid
+import weakref
 from collections.abc import Iterator, Mapping
 from typing import Any, TypedDict
 
@@ -26,6 +27,7 @@ import pytest
 import wrapt
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from langchain_core.callbacks import CallbackManager
 from langchain_core.documents import Document
 from langchain_core.language_models import BaseChatModel, BaseLLM
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
@@ -40,7 +42,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import INVALID_SPAN_CONTEXT, NonRecordingSpan, SpanKind, StatusCode
 
 from otel_callbacks import attributes as attr
-from otel_callbacks import context_bridge, mapping
+from otel_callbacks import OTelHandler, context_bridge, mapping
 from otel_callbacks.registry import RunState
 from tests.conftest import RunRecorder, Tracing, assert_span_tree_matches
 
@@ -299,6 +301,42 @@ def test_generic_fake_chat_model_count_equals_the_tokens_langchain_streamed(
     expected = len([t for t in seen.tokens if isinstance(t, str) and t])
     assert expected == 599
     check_stream(model_span(tracing), expected)
+
+
+def test_token_path_leaves_the_handler_free_of_cycles(tracing: Tracing) -> None:
+    """The per-token path is stored on the handler instance; it refers back only weakly, so a
+    handler the app drops is freed at once (its open runs ended), not by the cycle collector."""
+    handler = tracing.handler()
+    assert "on_llm_new_token" in vars(handler)  # LangChain finds it without a new bound method
+    assert sum(1 for _ in ChunkChat(chunks=words(300)).stream("hi", {"callbacks": [handler]})) > 0
+    check_stream(model_span(tracing), 300)
+    run = CallbackManager([handler]).on_chat_model_start({}, [[]])[0]
+    run.on_llm_new_token("left open")
+    gc.collect()
+    gc.disable()
+    try:
+        dropped = weakref.ref(handler)
+        del handler, run
+        assert dropped() is None
+    finally:
+        gc.enable()
+    assert len(tracing.spans()) == 2  # the open run was ended as its handler was freed
+
+
+def test_an_overridden_token_callback_is_the_one_called(tracing: Tracing) -> None:
+    seen: list[Any] = []
+
+    class Counting(OTelHandler):
+        def on_llm_new_token(self, token: Any, **kwargs: Any) -> None:
+            seen.append(token)
+            super().on_llm_new_token(token, **kwargs)
+
+    handler = Counting(tracer_provider=tracing.provider)
+    assert "on_llm_new_token" not in vars(handler)
+    for _ in ChunkChat(chunks=words(300)).stream("hi", {"callbacks": [handler]}):
+        pass
+    assert len(seen) >= 300
+    check_stream(model_span(tracing), 300)
 
 
 @pytest.mark.parametrize(("a", "b"), [(1000, 300), (257, 264), (9, 1000), (600, 600)])

@@ -1,0 +1,47 @@
+"""The per-token hot path of a streamed model run, apart from the handler.
+
+LangChain looks ``on_llm_new_token`` up on the handler once per streamed token. A method found
+on the class is a new bound-method object every time; an attribute of the handler instance is
+found as it is. ``OTelHandler`` stores ``TokenPath.on_llm_new_token`` there. The path holds the
+run that streamed the last token and only a weak reference to its handler: a handler that
+referred to itself would wait for the cycle collector instead of being freed (and its open
+runs ended) as soon as the app drops it.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import TYPE_CHECKING, Any
+
+from .registry import NO_RUN, RunState
+
+if TYPE_CHECKING:
+    from .handler import OTelHandler
+
+
+class TokenPath:
+    """A text token of the run that streamed the last one, past its token events, bumps a
+    small int: no allocation, no call, nothing that can raise. Every other token goes to the
+    handler's ``_new_token``."""
+
+    __slots__ = ("streaming", "_handler")
+
+    def __init__(self, handler: OTelHandler) -> None:
+        # The run that streamed the last token: the next token is almost always its own. Once
+        # the registry drops that run its id no longer matches, so no reset is needed here.
+        self.streaming: RunState = NO_RUN
+        self._handler = weakref.ref(handler)
+
+    def on_llm_new_token(self, token: Any, *, chunk: Any = None, run_id: Any,
+                         parent_run_id: Any = None, tags: Any = None, **kwargs: Any) -> None:
+        # ``parent_run_id`` and ``tags`` are named because LangChain passes them: a name costs
+        # less than a key in ``kwargs``.
+        state = self.streaming
+        if state.run_id is run_id and token.__class__ is str and token:
+            tally = state.token_tally + 1
+            if tally < 256:  # CPython's cached small ints end at 256: fold before
+                state.token_tally = tally
+                return
+        handler = self._handler()
+        if handler is not None:
+            handler._new_token(token, chunk, run_id)
