@@ -253,8 +253,10 @@ class OTelHandler(BaseCallbackHandler):
              ) -> RunState | None:
         """End the run (``state``: already taken out of the registry by the caller)."""
         if state is None:
-            state = self._popped(run_id)
+            state = self._registry.pop(run_id)  # ``_popped``, inline: once per run
             if state is None:
+                _log_once("end", "unknown run", logging.DEBUG,
+                          "end/error for unknown run %s ignored", run_id)
                 return None
         try:
             if state.ids is not None:

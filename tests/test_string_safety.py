@@ -113,14 +113,18 @@ def all_strings(span: Any) -> list[str]:
     return [s for s in out if isinstance(s, str)]
 
 
+def assert_encodable(spans: Any) -> None:
+    for span in spans:
+        for text in all_strings(span):
+            text.encode("utf-8")  # raises on a lone surrogate
+
+
 @pytest.mark.parametrize("capture", [False, True])
 def test_undecodable_text_never_reaches_the_sdk(tracing: Any, capture: bool) -> None:
     run_hostile_workload(tracing.handler(capture_content=capture))
     spans = tracing.spans()
     assert len(spans) == 9
-    for span in spans:
-        for text in all_strings(span):
-            text.encode("utf-8")  # raises on a lone surrogate
+    assert_encodable(spans)
     # The text is kept, with U+FFFD where the undecodable bytes were.
     safe = utf8_safe(BAD)
     assert safe == "caf\ufffd-\ufffd.txt"
@@ -227,9 +231,7 @@ def test_ids_agent_names_endpoints_and_odd_run_ids_are_repaired(tracing: Any) ->
     handler.on_chain_end({}, run_id=bad("run"))
     spans = tracing.spans()
     assert len(spans) == 3
-    for span in spans:
-        for text in all_strings(span):
-            text.encode("utf-8")  # raises on a lone surrogate
+    assert_encodable(spans)
     safe = utf8_safe(BAD)
     agent = next(s for s in spans if s.attributes.get(attr.GEN_AI_AGENT_NAME))
     assert agent.attributes[attr.GEN_AI_AGENT_NAME] == f"agent-{safe}"
