@@ -43,6 +43,7 @@ USER_METADATA_KEY = "user_id"
 MAX_ID_LENGTH = 256
 
 _ID_TYPES = (str, int, UUID)
+_ID_KEYS = frozenset((*CONVERSATION_METADATA_KEYS, USER_METADATA_KEY))
 _Raw = tuple[Any, Any, Any, Any]  # (thread_id, session_id, conversation_id, user_id) as given
 
 
@@ -95,6 +96,8 @@ _NO_RAW: _Raw = (None, None, None, None)
 
 def _raw(metadata: Any) -> _Raw | None:
     """The id keys of a run's metadata (values of other types dropped), or None if it has none."""
+    if metadata.__class__ is dict and _ID_KEYS.isdisjoint(metadata):
+        return None  # most runs (every LangGraph node run has metadata): one C-level check
     try:
         get = metadata.get
     except AttributeError:

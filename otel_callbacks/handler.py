@@ -386,9 +386,12 @@ class OTelHandler(BaseCallbackHandler):
         if (parent is not None and not parent.recording
                 and self._unsampled_child(run_id, parent_run_id, parent, run_type)):
             return
-        span_name, kind, model_attrs = mapping.model_span(run_type, serialized, metadata, kwargs)
+        class_name = mapping.serialized_name(serialized)  # read once: run name and span label
+        span_name, kind, model_attrs = mapping.model_span(run_type, serialized, metadata, kwargs,
+                                                          class_name)
         attributes = mapping.common_attributes(run_id, run_type, tags, metadata)
-        attributes[attr.RUN_NAME] = mapping.run_name(serialized, kwargs.get("name"), run_type)
+        attributes[attr.RUN_NAME] = mapping.run_name(None, kwargs.get("name"),
+                                                     class_name or run_type)
         attributes.update(model_attrs)
         if self._content.enabled:
             self._input_attrs(run_type, attributes, inputs)

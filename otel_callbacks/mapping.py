@@ -62,10 +62,11 @@ def serialized_name(serialized: Any) -> str | None:
 
 
 def run_name(serialized: Any, name: Any, default: str) -> str:
-    """The run's own name: LangChain's ``name`` kwarg (run_name / get_name()) first; UTF-8-safe,
-    like every attribute value this module returns."""
+    """The run's own name: LangChain's ``name`` kwarg (run_name / get_name()) first, else the
+    serialized name (None: already read into ``default``), else ``default``. UTF-8-safe, like
+    every attribute value this module returns."""
     if not (isinstance(name, str) and name):
-        name = serialized_name(serialized) or default
+        name = (serialized_name(serialized) if serialized is not None else None) or default
     return name if name.isascii() else utf8_safe(name)
 
 
@@ -250,9 +251,10 @@ def provider_name(metadata: Any, serialized: Any) -> str | None:
     return None
 
 
-def model_span(run_type: str, serialized: Any, metadata: Any,
-               kwargs: Mapping[str, Any]) -> tuple[str, SpanKind, dict[str, Any]]:
-    """Name, kind and request attributes for an llm / chat model run."""
+def model_span(run_type: str, serialized: Any, metadata: Any, kwargs: Mapping[str, Any],
+               class_name: Any = _ABSENT) -> tuple[str, SpanKind, dict[str, Any]]:
+    """Name, kind and request attributes for an llm / chat model run (``class_name``: what
+    ``serialized_name`` reads, when the caller has it already)."""
     operation = attr.OP_CHAT if run_type == attr.CHAT_MODEL else attr.OP_TEXT_COMPLETION
     meta = metadata if metadata.__class__ is dict or isinstance(metadata, Mapping) else {}
     params = kwargs.get("invocation_params")
@@ -278,7 +280,11 @@ def model_span(run_type: str, serialized: Any, metadata: Any,
     tools = params.get("tools")
     if tools:
         attrs[attr.GEN_AI_TOOL_DEFINITIONS] = scalar_attribute(_tool_definitions(tools), 4 * _MAX_ATTR)
-    label = model if isinstance(model, str) and model else (serialized_name(serialized) or run_type)
+    if not (isinstance(model, str) and model):
+        model = None
+        if class_name is _ABSENT:
+            class_name = serialized_name(serialized)
+    label = model or class_name or run_type
     return f"{operation} {label}", SpanKind.CLIENT, utf8_safe_attributes(attrs)
 
 

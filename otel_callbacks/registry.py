@@ -54,11 +54,16 @@ class RunState:
         self.run_id = run_id
         self.span = span
         self.context = context
-        self.root = root if root is not None else self
-        self.run_type = run_type
         # A root's open descendants: the states themselves (hashed by identity, in C; a run
         # id would cost a Python-level UUID hash per add and discard).
-        self.descendants: set[RunState] | None = None if root is not None else set()
+        self.descendants: set[RunState] | None
+        if root is None:
+            self.root = self
+            self.descendants = set()
+        else:
+            self.root = root
+            self.descendants = None
+        self.run_type = run_type
         # Streamed content tokens: ``token_count`` plus the ``token_tally`` the handler's hot path
         # bumps (kept a small int, so a bump allocates nothing); read both through ``tokens``.
         self.token_count = 0
