@@ -262,11 +262,12 @@ def model_span(run_type: str, serialized: Any, metadata: Any, kwargs: Mapping[st
     model = (meta.get("ls_model_name") or params.get("model") or params.get("model_name")
              or params.get("model_id"))
     attrs: dict[str, Any] = {attr.GEN_AI_OPERATION_NAME: operation}
+    # Text values are made UTF-8-safe one by one: the rest are numbers and flags.
     provider = provider_name(meta, serialized)
     if provider:
-        attrs[attr.GEN_AI_PROVIDER_NAME] = provider
+        attrs[attr.GEN_AI_PROVIDER_NAME] = utf8_safe(provider)
     if isinstance(model, str) and model:
-        attrs[attr.GEN_AI_REQUEST_MODEL] = model
+        attrs[attr.GEN_AI_REQUEST_MODEL] = utf8_safe(model)
     _float(attrs, attr.GEN_AI_REQUEST_TEMPERATURE, meta.get("ls_temperature"))
     _int(attrs, attr.GEN_AI_REQUEST_MAX_TOKENS, meta.get("ls_max_tokens"))
     request_parameters(attrs, params)
@@ -274,18 +275,19 @@ def model_span(run_type: str, serialized: Any, metadata: Any, kwargs: Mapping[st
     if isinstance(stop, str):
         stop = [stop]
     if isinstance(stop, (list, tuple)) and stop and all(isinstance(s, str) for s in stop):
-        attrs[attr.GEN_AI_REQUEST_STOP_SEQUENCES] = tuple(stop)
+        attrs[attr.GEN_AI_REQUEST_STOP_SEQUENCES] = utf8_safe_value(tuple(stop))
     if params.get("stream") is True:
         attrs[attr.GEN_AI_REQUEST_STREAM] = True
     tools = params.get("tools")
     if tools:
-        attrs[attr.GEN_AI_TOOL_DEFINITIONS] = scalar_attribute(_tool_definitions(tools), 4 * _MAX_ATTR)
+        attrs[attr.GEN_AI_TOOL_DEFINITIONS] = utf8_safe_value(
+            scalar_attribute(_tool_definitions(tools), 4 * _MAX_ATTR))
     if not (isinstance(model, str) and model):
         model = None
         if class_name is _ABSENT:
             class_name = serialized_name(serialized)
     label = model or class_name or run_type
-    return f"{operation} {label}", SpanKind.CLIENT, utf8_safe_attributes(attrs)
+    return f"{operation} {label}", SpanKind.CLIENT, attrs
 
 
 # Request parameters -> the client field or invocation parameter names that hold them (OpenAI,

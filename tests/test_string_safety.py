@@ -229,9 +229,15 @@ def test_ids_agent_names_endpoints_and_odd_run_ids_are_repaired(tracing: Any) ->
     ServedChat(base_url=f"http://{bad('host')}:8080/v1").invoke("hi", config=cfg(handler))
     handler.on_chain_start({}, {}, run_id=bad("run"), name="odd")
     handler.on_chain_end({}, run_id=bad("run"))
+    tools = [{"type": "function", "function": {"name": bad("fn"), "description": bad("does"),
+                                               "parameters": {"type": "object"}}}]
+    handler.on_chat_model_start({}, [[]], run_id="tools", invocation_params={"tools": tools})
+    handler.on_llm_end(None, run_id="tools")
     spans = tracing.spans()
-    assert len(spans) == 3
+    assert len(spans) == 4
     assert_encodable(spans)
+    offered = next(s for s in spans if attr.GEN_AI_TOOL_DEFINITIONS in s.attributes)
+    assert f"fn-{utf8_safe(BAD)}" in offered.attributes[attr.GEN_AI_TOOL_DEFINITIONS]
     safe = utf8_safe(BAD)
     agent = next(s for s in spans if s.attributes.get(attr.GEN_AI_AGENT_NAME))
     assert agent.attributes[attr.GEN_AI_AGENT_NAME] == f"agent-{safe}"
