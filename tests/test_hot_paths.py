@@ -14,6 +14,7 @@ Streams run through real langchain-core models (``stream``, ``astream``, ``invok
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import gc
 import importlib
 import inspect
@@ -734,6 +735,46 @@ def test_per_child_run_points_are_plain_functions_over_the_original(
         assert getattr(patched, name) == getattr(original, name), name
     assert _kind(patched) == _kind(original) == (False, False, False)
     tracing_handler.close()
+
+
+def test_the_config_context_bridge_takes_every_way_of_calling(tracing: Tracing) -> None:
+    """The known signatures get a replacement with the same parameters; any other forwards
+    what it is given. Either way the original sees exactly its arguments and the parent run's
+    span is current in the copied context afterwards."""
+    from opentelemetry import trace
+
+    run = CallbackManager([tracing.handler()]).on_chain_start({}, {}, name="parent")
+    config = {"callbacks": run.get_child()}
+    seen: list[Any] = []
+
+    def known(config: Any, run: Any = None) -> Any:
+        seen.append((config, run))
+        return "token"
+
+    def other(config: Any, extra: Any, *, flag: bool = False) -> Any:
+        seen.append((config, extra, flag))
+        return "token"
+
+    calls = [(known, (config,), {}, (config, None)), (known, (config, "r"), {}, (config, "r")),
+             (known, (), {"config": config, "run": "r"}, (config, "r")),
+             (other, (config, 1), {"flag": True}, (config, 1, True)),
+             (other, (), {"config": config, "extra": 2}, (config, 2, False))]
+    for original, args, kwargs, expected in calls:
+        bridged = context_bridge._bridge_config_context(original)
+        assert inspect.signature(bridged) == inspect.signature(original)
+        copied = contextvars.copy_context()
+        assert copied.run(bridged, *args, **kwargs) == "token"
+        assert seen.pop() == expected
+        current = copied.run(trace.get_current_span)
+        assert current.get_span_context().span_id == _span_id_of(tracing, run.run_id)
+    run.on_chain_end({})
+
+
+def _span_id_of(tracing: Tracing, run_id: Any) -> int:
+    context = context_bridge.active_context(run_id)
+    assert context is not None
+    from opentelemetry import trace
+    return trace.get_current_span(context).get_span_context().span_id
 
 
 def test_the_other_points_keep_wrapt_wrappers_that_look_like_the_original(
