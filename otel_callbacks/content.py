@@ -68,7 +68,9 @@ def _encodable(text: str) -> bool:
 def utf8_safe_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
     """Span, event or metric attributes with every key and string value made ``utf8_safe``.
 
-    The one gate before the SDK: returns ``attributes`` itself when nothing needs repair (for
+    The gate before the SDK for attributes made in one place (an end's, an event's, a
+    metric's); a span's start attributes are made safe where each is made (``mapping.py``),
+    most of them once and cached. Returns ``attributes`` itself when nothing needs repair (for
     ASCII text, nearly all of it, a flag check per string), else a repaired copy in order.
     """
     for key, value in attributes.items():

@@ -2,6 +2,11 @@
 
 No I/O, no OTel calls, no content: what may be recorded regardless of the capture opt-in
 (model names, parameters, usage counts, tool names). Content lives in ``content.py``.
+
+The run names and start attributes made here (``run_name``, ``common_attributes``,
+``chain_span``, ``model_span``, ``tool_span``) are already UTF-8-safe (``content.utf8_safe``),
+and the caches keep the safe form: the handler hands them to the SDK unchecked. What an end
+or an event adds goes through ``content.utf8_safe_attributes`` in the handler.
 """
 
 from __future__ import annotations
