@@ -131,7 +131,9 @@ class RunRegistry:
         _ACTIVE_CONTEXTS.setdefault(run_id, state.context)
         root = state.root
         if root is not state:
-            root.descendants.add(state)  # type: ignore[union-attr]
+            descendants = root.descendants
+            if descendants is not None:  # None: the root was evicted while this run's parent lived
+                descendants.add(state)
         if len(runs) <= self.max_open_runs:
             return _NOTHING
         evicted: list[RunState] = []

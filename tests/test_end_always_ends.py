@@ -106,3 +106,25 @@ def test_an_ended_run_tree_is_freed_by_reference_counting(tracing: Tracing) -> N
         gc.enable()
     assert len(tracing.spans()) == 3 * 21
     assert cyclic == [], f"{len(cyclic)} run states were left to the cycle collector"
+
+
+def test_a_child_starts_under_a_parent_whose_root_was_evicted(
+        tracing: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """Eviction ends the oldest run, here a root, and leaves its open child: a run started
+    under that child still starts fully, nested under it. (Found by hypothesis: the start
+    failed half-way, after its span, so the run's metrics and scope were skipped.)"""
+    from uuid import uuid4
+
+    handler = tracing.handler(max_open_runs=2)
+    root, child, other, grandchild = uuid4(), uuid4(), uuid4(), uuid4()
+    handler.on_chain_start({}, {}, run_id=root, name="root")
+    handler.on_chain_start({}, {}, run_id=child, parent_run_id=root, name="child")
+    handler.on_chain_start({}, {}, run_id=other, name="other")  # evicts the root
+    handler.on_chain_start({}, {}, run_id=grandchild, parent_run_id=child, name="grandchild")
+    for run_id in (grandchild, child, other):
+        handler.on_chain_end({}, run_id=run_id)
+    assert not [r for r in caplog.records if "failed and was skipped" in r.getMessage()]
+    spans = {s.name: s for s in tracing.spans()}
+    assert set(spans) == {"root", "child", "other", "grandchild"}
+    assert spans["grandchild"].parent.span_id == spans["child"].context.span_id
+    assert spans["child"].parent.span_id == spans["root"].context.span_id
