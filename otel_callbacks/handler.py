@@ -65,7 +65,6 @@ except ImportError:  # pragma: no cover - another SDK: ask every span
     _SDK_SPAN = None  # type: ignore[assignment,misc]
 _MODEL_RUNS = frozenset({attr.CHAT_MODEL, attr.LLM})
 _MEASURED_RUNS = _MODEL_RUNS | {attr.TOOL}  # the runs metrics count
-# A state that matches no run: the streaming cache before any token, an ended root's root.
 # The most that flushing spans of runs still open adds to interpreter exit (or to ``close()``),
 # whatever the number of handlers: an unreachable collector must not hold the app's exit.
 EXIT_FLUSH_SECONDS = 2.0

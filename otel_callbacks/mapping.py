@@ -69,7 +69,7 @@ def serialized_name(serialized: Any) -> str | None:
 def run_name(serialized: Any, name: Any, default: str) -> str:
     """The run's own name: LangChain's ``name`` kwarg (run_name / get_name()) first, else the
     serialized name (None: already read into ``default``), else ``default``. UTF-8-safe, like
-    every attribute value this module returns."""
+    every start attribute this module makes."""
     if not (isinstance(name, str) and name):
         name = (serialized_name(serialized) if serialized is not None else None) or default
     return name if name.isascii() else utf8_safe(name)
