@@ -41,7 +41,8 @@ def remember_root(run_id: Any, span_context: SpanContext, ids: Any, tracer: Trac
     """Called as a root run ends (one dict insert): its span stays findable by run id.
 
     The oldest are dropped in batches of a sixteenth of the window, so the dict work per root
-    stays one insert with a C-level hash (an OrderedDict keyed by UUID cost about 1 us per root).
+    stays one insert with a C-level hash (an OrderedDict keyed by UUID paid two Python-level
+    hashes and a linked-list update per root: 318 ns against 191 in a tight loop).
     """
     if not isinstance(run_id, UUID):  # ``_find`` looks up UUIDs only
         return
