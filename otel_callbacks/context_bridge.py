@@ -268,12 +268,7 @@ def _bridge_config_context(original: Any) -> Any:
     if _parameter_names(original) in (("config",), ("config", "run")):
         def _set_config_context(config: Any, run: Any = _NO_ARGUMENT) -> Any:
             result = original(config) if run is _NO_ARGUMENT else original(config, run)
-            try:  # ``_make_parent_run_current``, inline: once per child run
-                context = _ACTIVE_CONTEXTS.get(getattr(config.get("callbacks"), "parent_run_id", None))
-                if context is not None:
-                    _attach(context)
-            except Exception:  # never break LangChain's own plumbing
-                logger.debug("otel-callbacks: could not bridge run context", exc_info=True)
+            _make_parent_run_current(config)
             return result
     else:
         def _set_config_context(*args: Any, **kwargs: Any) -> Any:  # type: ignore[misc]

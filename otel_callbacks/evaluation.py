@@ -23,7 +23,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, Tracer, TracerProvider
 
 from . import attributes as attr
-from .content import scrub_secrets, truncate
+from .content import scrub_secrets, truncate, utf8_safe, utf8_safe_attributes
 from .registry import active_context
 from .version import __version__
 
@@ -115,7 +115,7 @@ def record_evaluation(run: UUID | str | SpanContext | trace.Span, name: str, *,
         target, ids, tracer = found
         if tracer_provider is not None or tracer is None:
             tracer = trace.get_tracer("otel_callbacks", __version__, tracer_provider=tracer_provider)
-        attributes: dict[str, Any] = {attr.GEN_AI_EVALUATION_NAME: truncate(name, 256)}
+        attributes: dict[str, Any] = {attr.GEN_AI_EVALUATION_NAME: utf8_safe(truncate(name, 256))}
         if isinstance(score, (int, float)) and not math.isnan(score):
             attributes[attr.GEN_AI_EVALUATION_SCORE_VALUE] = float(score)
         for key, value in ((attr.GEN_AI_EVALUATION_SCORE_LABEL, label),
@@ -128,7 +128,7 @@ def record_evaluation(run: UUID | str | SpanContext | trace.Span, name: str, *,
         span = tracer.start_span(
             f"evaluation {attributes[attr.GEN_AI_EVALUATION_NAME]}",
             context=trace.set_span_in_context(NonRecordingSpan(target)),
-            attributes=attributes,
+            attributes=utf8_safe_attributes(attributes),
             links=[Link(target, {attr.LINK_REASON: attr.LINK_REASON_EVALUATION})])
         span.end()
         return span.get_span_context()

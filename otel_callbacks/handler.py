@@ -97,6 +97,10 @@ def _skipped(handler: OTelHandler, event: str, exc: Exception) -> None:
               "%s failed and was skipped: %r", event, exc, exc_info=exc)
 
 
+def _unknown_run_ended(run_id: Any) -> None:
+    _log_once("end", "unknown run", logging.DEBUG, "end/error for unknown run %s ignored", run_id)
+
+
 def _log_once(event: str, kind: str, level: int, message: str, *args: Any,
               exc_info: bool | BaseException = False) -> None:
     """Log the first occurrence of each (event, kind): a broken app must not flood its logs."""
@@ -252,10 +256,9 @@ class OTelHandler(BaseCallbackHandler):
              ) -> RunState | None:
         """End the run (``state``: already taken out of the registry by the caller)."""
         if state is None:
-            state = self._registry.pop(run_id)  # ``_popped``, inline: once per run
+            state = self._registry.pop(run_id)
             if state is None:
-                _log_once("end", "unknown run", logging.DEBUG,
-                          "end/error for unknown run %s ignored", run_id)
+                _unknown_run_ended(run_id)
                 return None
         try:
             if state.ids is not None:
@@ -274,12 +277,6 @@ class OTelHandler(BaseCallbackHandler):
                 remember_root(run_id, state.span.get_span_context(), state.ids, self._tracer)
         finally:
             _finish(state, self._metrics, attributes, error, self._budget)
-        return state
-
-    def _popped(self, run_id: Any) -> RunState | None:
-        state = self._registry.pop(run_id)
-        if state is None:
-            _log_once("end", "unknown run", logging.DEBUG, "end/error for unknown run %s ignored", run_id)
         return state
 
     def _event(self, run_id: Any, name: str, attributes: dict[str, Any]) -> RunState | None:
@@ -487,8 +484,9 @@ class OTelHandler(BaseCallbackHandler):
                    tags: list[str] | None = None, **kwargs: Any) -> None:
         attributes: dict[str, Any] | None = None
         try:
-            state = self._popped(run_id)
+            state = self._registry.pop(run_id)
             if state is None:
+                _unknown_run_ended(run_id)
                 return
             try:
                 # An unsampled run without metrics has nothing to read from the response.

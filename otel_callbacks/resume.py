@@ -28,6 +28,7 @@ import wrapt
 from opentelemetry.trace import SpanContext
 
 from . import attributes as attr
+from .content import utf8_safe, utf8_safe_attributes
 
 logger = logging.getLogger("otel_callbacks")
 
@@ -129,7 +130,7 @@ def on_interrupt(state: Any, event: Any) -> None:
         attributes[attr.INTERRUPT_STATUS] = status
     if ids:
         attributes[attr.INTERRUPT_IDS] = ids[:32]
-    state.span.add_event(attr.EVENT_INTERRUPT, attributes)
+    state.span.add_event(attr.EVENT_INTERRUPT, utf8_safe_attributes(attributes))
     if not getattr(event, "checkpoint_ns", ()):  # the top-level graph, not a subgraph
         MEMORY.remember(_thread(state), state.root.span.get_span_context(),
                         checkpoint_id if isinstance(checkpoint_id, str) else None)
@@ -142,7 +143,7 @@ def on_resume(state: Any, event: Any) -> None:
     checkpoint_id = getattr(event, "checkpoint_id", None)
     checkpoint_id = checkpoint_id if isinstance(checkpoint_id, str) else None
     state.span.add_event(attr.EVENT_RESUME,
-                         {attr.CHECKPOINT_ID: checkpoint_id} if checkpoint_id else {})
+                         {attr.CHECKPOINT_ID: utf8_safe(checkpoint_id)} if checkpoint_id else {})
     if getattr(event, "checkpoint_ns", ()):  # a subgraph: the top-level graph links
         return
     expected.pop(state.run_id, None)

@@ -135,3 +135,20 @@ def test_secret_in_an_explanation_is_masked(tracing: Tracing) -> None:
     span = only_evaluation(tracing)
     assert secret not in span.attributes[attr.GEN_AI_EVALUATION_EXPLANATION]
     assert "[REDACTED]" in span.attributes[attr.GEN_AI_EVALUATION_EXPLANATION]
+
+
+def test_undecodable_feedback_text_is_repaired(tracing: Tracing) -> None:
+    """A name, label or explanation from a file name (a lone surrogate) must not cost the
+    export batch: the evaluation span's text is made UTF-8-safe like every run's."""
+    import os
+
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    bad = os.fsdecode(b"caf\xe9")
+    run_id, _ = finished_run(tracing)
+    assert record_evaluation(run_id, f"judge-{bad}", label=f"bad-{bad}",
+                             explanation=f"read {bad}") is not None
+    span = only_evaluation(tracing)
+    assert span.name == "evaluation judge-caf\ufffd"
+    assert span.attributes[attr.GEN_AI_EVALUATION_SCORE_LABEL] == "bad-caf\ufffd"
+    encode_spans(tracing.spans()).SerializeToString()  # raised UnicodeEncodeError before

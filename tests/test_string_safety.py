@@ -260,3 +260,22 @@ def test_a_streamed_response_id_is_repaired(tracing: Any) -> None:
     span.end()
     (exported,) = tracing.spans()
     assert exported.attributes[attr.GEN_AI_RESPONSE_ID] == f"chatcmpl-{utf8_safe(BAD)}"
+
+
+def test_interrupt_and_resume_events_are_repaired(tracing: Any) -> None:
+    """LangGraph's lifecycle events carry its ids and status as given."""
+    from types import SimpleNamespace
+
+    from otel_callbacks import resume
+
+    span = tracing.provider.get_tracer("test").start_span("graph")
+    state = SimpleNamespace(span=span)
+    event = SimpleNamespace(interrupts=[SimpleNamespace(id=bad("i"))], checkpoint_id=bad("c"),
+                            status=bad("s"), checkpoint_ns="sub")  # a subgraph: events only
+    resume.on_interrupt(state, event)
+    resume.on_resume(state, event)
+    span.end()
+    (exported,) = tracing.spans()
+    assert [e.name for e in exported.events] == [attr.EVENT_INTERRUPT, attr.EVENT_RESUME]
+    assert_encodable([exported])
+    assert exported.events[1].attributes[attr.CHECKPOINT_ID] == f"c-{utf8_safe(BAD)}"
