@@ -34,6 +34,7 @@ import threading
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar, Token, copy_context
 from typing import Any
+from uuid import UUID
 
 import wrapt
 from opentelemetry import context as otel_context
@@ -43,7 +44,7 @@ from opentelemetry.context import Context
 from . import attributes as attr
 from . import mapping, provider_streams
 from .content import utf8_safe_attributes
-from .registry import _ACTIVE_CONTEXTS, active_context
+from .registry import _ACTIVE_CONTEXTS, active_context, run_key
 
 logger = logging.getLogger("otel_callbacks")
 
@@ -291,7 +292,8 @@ def _parameter_names(function: Any) -> tuple[str, ...] | None:
 
 def _make_parent_run_current(config: Any) -> None:
     try:
-        context = _ACTIVE_CONTEXTS.get(getattr(config.get("callbacks"), "parent_run_id", None))
+        parent = getattr(config.get("callbacks"), "parent_run_id", None)
+        context = _ACTIVE_CONTEXTS.get(parent.int if parent.__class__ is UUID else run_key(parent))
         if context is not None:
             _attach(context)
     except Exception:  # never break LangChain's own plumbing
@@ -302,7 +304,7 @@ def _run_manager_context(args: Any, kwargs: Any, position: int, key: str) -> Con
     manager = kwargs.get(key) if key in kwargs else (args[position] if len(args) > position else None)
     if isinstance(manager, list):  # BaseLLM passes one run manager per prompt
         manager = manager[0] if manager else None
-    return _ACTIVE_CONTEXTS.get(getattr(manager, "run_id", None))
+    return active_context(getattr(manager, "run_id", None))
 
 
 def _iter_in_scope(wrapped: Any, args: Any, kwargs: Any, scope: _Scope) -> Any:

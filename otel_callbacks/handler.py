@@ -46,6 +46,7 @@ from .registry import (
     RunState,
     UnsampledRunState,
     active_context,
+    run_key,
 )
 from .sampling import children_follow_unsampled_parent
 from .stream_usage import StreamUsage
@@ -143,7 +144,8 @@ class OTelHandler(BaseCallbackHandler):
         super().__init__()
         self._tracer = trace.get_tracer("otel_callbacks", __version__, tracer_provider=tracer_provider)
         self._registry = RunRegistry(max_open_runs)
-        self._open_run = self._registry.get  # bound once: looked up per streamed token
+        # The open run for a key (``registry.run_key``): a C-level lookup, per parent lookup.
+        self._open_run = self._registry.find
         self._content = ContentPolicy(capture_content, max_content_length, redact)
         self._metrics = GenAIMetrics.create(meter_provider)
         self._metrics_from_global = meter_provider is None
@@ -177,7 +179,15 @@ class OTelHandler(BaseCallbackHandler):
                name: str, attributes: dict[str, Any], metadata: Any, kind: SpanKind = _INTERNAL
                ) -> RunState | None:
         """Start the run's span; ``parent`` is this handler's open parent run, if any."""
-        if run_id in _ACTIVE_CONTEXTS:  # traced already: by us (a second start) or another handler
+        if run_id.__class__ is UUID:
+            key = run_id.int
+        else:
+            key = run_key(run_id)
+            if key is None:  # what a root's missing parent id would find
+                _log_once("start", "no run id", logging.WARNING, "a run started without a run id "
+                          "is not traced")
+                return None
+        if key in _ACTIVE_CONTEXTS:  # traced already: by us (a second start) or another handler
             if self._registry.get(run_id) is not None:
                 _log_once("start", "duplicate", logging.DEBUG,
                           "run %s started twice; the second start is ignored", run_id)
@@ -241,7 +251,7 @@ class OTelHandler(BaseCallbackHandler):
                            and (run_type == attr.TOOL or self._model_metrics)
                            and self._measuring()):
             return False  # metrics count every model and tool call, sampled or not
-        if self._registry.get(run_id) is None:  # else a duplicate start: ignored
+        if run_id is not None and self._registry.get(run_id) is None:  # else a duplicate: ignored
             state = UnsampledRunState(run_id, parent.span, parent.context, parent.root, run_type,
                                       0, parent.ids)
             self._register(state)
@@ -335,7 +345,9 @@ class OTelHandler(BaseCallbackHandler):
                        metadata: dict[str, Any] | None = None, name: str | None = None,
                        run_type: str | None = None, **kwargs: Any) -> None:
         try:
-            parent = self._open_run(parent_run_id) if parent_run_id is not None else None
+            parent = (self._open_run(parent_run_id.int if parent_run_id.__class__ is UUID
+                                     else run_key(parent_run_id))
+                      if parent_run_id is not None else None)
             if (parent is not None and not parent.recording
                     and self._unsampled_child(run_id, parent_run_id, parent, attr.CHAIN)):
                 return
@@ -378,7 +390,9 @@ class OTelHandler(BaseCallbackHandler):
     # --- models ----------------------------------------------------------------------------
     def _model_start(self, run_type: str, serialized: Any, run_id: Any, parent_run_id: Any,
                      tags: Any, metadata: Any, kwargs: dict[str, Any], inputs: Any) -> None:
-        parent = self._open_run(parent_run_id) if parent_run_id is not None else None
+        parent = (self._open_run(parent_run_id.int if parent_run_id.__class__ is UUID
+                                 else run_key(parent_run_id))
+                  if parent_run_id is not None else None)
         if (parent is not None and not parent.recording
                 and self._unsampled_child(run_id, parent_run_id, parent, run_type)):
             return
@@ -443,7 +457,7 @@ class OTelHandler(BaseCallbackHandler):
         try:
             state = self._tokens.streaming
             if state.run_id is not run_id:  # LangChain passes the same UUID object per token
-                found = self._open_run(run_id)
+                found = self._registry.get(run_id)
                 if found is None:
                     return
                 state = found
@@ -517,7 +531,9 @@ class OTelHandler(BaseCallbackHandler):
                       metadata: dict[str, Any] | None = None, inputs: dict[str, Any] | None = None,
                       **kwargs: Any) -> None:
         try:
-            parent = self._open_run(parent_run_id) if parent_run_id is not None else None
+            parent = (self._open_run(parent_run_id.int if parent_run_id.__class__ is UUID
+                                     else run_key(parent_run_id))
+                      if parent_run_id is not None else None)
             if (parent is not None and not parent.recording
                     and self._unsampled_child(run_id, parent_run_id, parent, attr.TOOL)):
                 return
@@ -559,7 +575,9 @@ class OTelHandler(BaseCallbackHandler):
                            parent_run_id: UUID | None = None, tags: list[str] | None = None,
                            metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
         try:
-            parent = self._open_run(parent_run_id) if parent_run_id is not None else None
+            parent = (self._open_run(parent_run_id.int if parent_run_id.__class__ is UUID
+                                     else run_key(parent_run_id))
+                      if parent_run_id is not None else None)
             if (parent is not None and not parent.recording
                     and self._unsampled_child(run_id, parent_run_id, parent, attr.RETRIEVER)):
                 return

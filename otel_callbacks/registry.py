@@ -13,6 +13,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 from opentelemetry.context import Context
 from opentelemetry.trace import INVALID_SPAN, Span
@@ -21,8 +22,9 @@ if TYPE_CHECKING:
     from .conversation import RunIds
     from .stream_usage import StreamUsage
 
-# Process-wide run id -> Context holding that run's span, shared by every OTelHandler so the
-# context bridge finds a run's span even when the handler was a constructor (local) callback.
+# Process-wide run key (``run_key``) -> Context holding that run's span, shared by every
+# OTelHandler so the context bridge finds a run's span even when the handler was a constructor
+# (local) callback.
 _ACTIVE_CONTEXTS: dict[Any, Context] = {}
 _NOTHING: list[Any] = []  # shared empty result: never mutated
 # A forgotten run's id: a reference to its state kept elsewhere (the handler remembers the run
@@ -30,9 +32,21 @@ _NOTHING: list[Any] = []  # shared empty result: never mutated
 FORGOTTEN = object()
 
 
+def run_key(run_id: Any) -> Any:
+    """What the registries key a run by: a UUID's int, any other id as it is (the same for a
+    key, so a key may be passed where a run id is expected).
+
+    ``UUID.__hash__`` is a Python call, and a run id is looked up about six times per run
+    (its start, its children's parent lookups, the context bridge, its end); an int hashes
+    in C. The hot paths inline the exact-class case:
+    ``run_id.int if run_id.__class__ is UUID else run_key(run_id)``.
+    """
+    return run_id.int if isinstance(run_id, UUID) else run_id
+
+
 def active_context(run_id: Any) -> Context | None:
     """The OTel context that makes ``run_id``'s span current, if a handler traces that run."""
-    return _ACTIVE_CONTEXTS.get(run_id)
+    return _ACTIVE_CONTEXTS.get(run_id.int if run_id.__class__ is UUID else run_key(run_id))
 
 
 class RunState:
@@ -106,15 +120,21 @@ class UnsampledRunState(RunState):
 class RunRegistry:
     """Open runs of one handler, insertion-ordered so the oldest is evicted first."""
 
-    __slots__ = ("_runs", "_lock", "max_open_runs", "get")
+    __slots__ = ("_runs", "_lock", "max_open_runs", "find")
 
     def __init__(self, max_open_runs: int = 10_000) -> None:
-        # OrderedDict: evicting the oldest stays O(1) even after many deletions at the front.
+        # Keyed by ``run_key``. OrderedDict: evicting the oldest stays O(1) even after many
+        # deletions at the front.
         self._runs: OrderedDict[Any, RunState] = OrderedDict()
         self._lock = threading.Lock()
         self.max_open_runs = max(1, max_open_runs)
-        # The open run for an id, or None: the dict's own lookup, with no Python frame around it.
-        self.get: Callable[[Any], RunState | None] = self._runs.get
+        # The open run for a *key* (``run_key``), or None: the dict's own lookup, with no
+        # Python frame around it.
+        self.find: Callable[[Any], RunState | None] = self._runs.get
+
+    def get(self, run_id: Any) -> RunState | None:
+        """The open run for a run id, or None."""
+        return self._runs.get(run_key(run_id))
 
     def __len__(self) -> int:
         return len(self._runs)
@@ -126,9 +146,10 @@ class RunRegistry:
         eviction, which reads then removes, does.
         """
         run_id = state.run_id
+        key = run_id.int if run_id.__class__ is UUID else run_key(run_id)
         runs = self._runs
-        runs[run_id] = state
-        _ACTIVE_CONTEXTS.setdefault(run_id, state.context)
+        runs[key] = state
+        _ACTIVE_CONTEXTS.setdefault(key, state.context)
         root = state.root
         if root is not state:
             descendants = root.descendants
@@ -148,12 +169,14 @@ class RunRegistry:
         return evicted
 
     def pop(self, run_id: Any) -> RunState | None:
-        """Remove and return the run; None if unknown (already ended, evicted, never started)."""
-        state = self._runs.pop(run_id, None)
+        """Remove and return the run (by its id or key); None if unknown (already ended,
+        evicted, never started)."""
+        key = run_id.int if run_id.__class__ is UUID else run_key(run_id)
+        state = self._runs.pop(key, None)
         if state is not None:  # drop what else refers to the run
-            context = _ACTIVE_CONTEXTS.pop(run_id, None)
+            context = _ACTIVE_CONTEXTS.pop(key, None)
             if context is not None and context is not state.context:
-                _ACTIVE_CONTEXTS[run_id] = context  # another handler's entry for the same run
+                _ACTIVE_CONTEXTS[key] = context  # another handler's entry for the same run
             root = state.root
             if root is not state and root.descendants is not None:
                 root.descendants.discard(state)
@@ -167,7 +190,7 @@ class RunRegistry:
         with self._lock:
             runs = self._runs
             states = [state for state in list(root.descendants)
-                      if runs.get(state.run_id) is state]
+                      if runs.get(run_key(state.run_id)) is state]
             for state in states:
                 self.pop(state.run_id)
             root.descendants.clear()

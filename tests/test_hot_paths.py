@@ -43,7 +43,8 @@ from opentelemetry.context import Context
 from opentelemetry.trace import INVALID_SPAN_CONTEXT, NonRecordingSpan, SpanKind, StatusCode
 
 from otel_callbacks import attributes as attr
-from otel_callbacks import OTelHandler, context_bridge, mapping
+from otel_callbacks import OTelHandler, context_bridge, mapping, registry
+from otel_callbacks import handler as handler_module
 from otel_callbacks.registry import RunState
 from tests.conftest import RunRecorder, Tracing, assert_span_tree_matches
 
@@ -1328,3 +1329,63 @@ def test_any_shape_of_mappings_and_odd_values_never_raises(shapes: tuple[Any, An
     name, _, attrs = mapping.model_span(attr.CHAT_MODEL, metadata, metadata,
                                         {"invocation_params": params})
     assert isinstance(name, str) and attrs[attr.GEN_AI_OPERATION_NAME] == attr.OP_CHAT
+
+
+# --- 4. run keys: a UUID run id is keyed by its int ---------------------------------------------
+class _UUIDSubclass(uuid.UUID):
+    """A run id of a UUID subclass (an app's own id type): keyed like the UUID it equals."""
+
+
+def test_run_key_is_the_uuid_int_and_idempotent() -> None:
+    run_id = uuid.uuid4()
+    assert registry.run_key(run_id) == run_id.int
+    assert registry.run_key(_UUIDSubclass(int=run_id.int)) == run_id.int
+    assert registry.run_key(registry.run_key(run_id)) == run_id.int  # a key keys itself
+    assert registry.run_key("run-7") == "run-7"
+    assert registry.run_key(None) is None
+
+
+def test_equal_run_ids_of_any_uuid_class_find_the_same_run(tracing: Tracing) -> None:
+    """The parent lookup, the end and the context bridge find a run whatever equal UUID
+    object (a copy, a subclass) names it; an odd (string) run id still works as itself."""
+    handler = tracing.handler()
+    root = _UUIDSubclass(int=uuid.uuid4().int)
+    child, grandchild = uuid.uuid4(), "odd-run-id"
+    handler.on_chain_start({}, {}, run_id=root, name="root")
+    handler.on_chain_start({}, {}, run_id=child, parent_run_id=uuid.UUID(str(root)),
+                           name="child")
+    assert context_bridge.active_context(uuid.UUID(str(child))) is not None
+    assert context_bridge.active_context(root) is not None
+    handler.on_chain_start({}, {}, run_id=grandchild, parent_run_id=uuid.UUID(str(child)),
+                           name="grandchild")
+    handler.on_chain_end({}, run_id="odd-run-id")
+    handler.on_chain_end({}, run_id=uuid.UUID(str(child)))
+    handler.on_chain_end({}, run_id=uuid.UUID(str(root)))
+    assert len(handler._registry) == 0
+    assert context_bridge.active_context(root) is None
+    spans = {span.name: span for span in tracing.spans()}
+    assert set(spans) == {"root", "child", "grandchild"}
+    assert spans["child"].parent.span_id == spans["root"].context.span_id
+    assert spans["grandchild"].parent.span_id == spans["child"].context.span_id
+    assert spans["root"].attributes[attr.RUN_ID] == str(root)
+    assert spans["grandchild"].attributes[attr.RUN_ID] == "odd-run-id"
+
+
+def test_a_run_without_a_run_id_is_not_traced_and_parents_no_root(
+        tracing: Tracing, caplog: pytest.LogCaptureFixture) -> None:
+    """``None`` is what a root's parent id is: a run started under that id would become every
+    root's parent (and be made current by the bridge for every untraced config)."""
+    handler = tracing.handler()
+    handler_module._logged.discard(("start", "no run id"))
+    with caplog.at_level("WARNING", logger="otel_callbacks"):
+        handler.on_chain_start({}, {}, run_id=None, name="no id")
+        handler.on_chat_model_start(SERIALIZED, [[]], run_id=None, invocation_params=PARAMS)
+    assert "started without a run id" in caplog.text
+    assert context_bridge.active_context(None) is None
+    assert len(handler._registry) == 0
+    root = uuid.uuid4()
+    handler.on_chain_start({}, {}, run_id=root, parent_run_id=None, name="root")
+    handler.on_chain_end({}, run_id=None)  # an unknown run: ignored
+    handler.on_chain_end({}, run_id=root)
+    [span] = tracing.spans()
+    assert span.name == "root" and span.parent is None
