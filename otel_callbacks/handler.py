@@ -277,7 +277,7 @@ class OTelHandler(BaseCallbackHandler):
                 if resume.expected:
                     resume.settle(run_id, state)  # a resume no LangGraph event linked: by thread
             if state.root is state:
-                if state.descendants:
+                if state.tree:  # removed from it already: what is left are its descendants
                     # Runs still open under an ending root (e.g. the model of an abandoned chain
                     # stream, whose own GeneratorExit comes later): ended now, keeping their data.
                     abandoned = isinstance(error, mapping.ABANDONMENT)
@@ -752,7 +752,6 @@ def _finish(state: RunState, metrics: GenAIMetrics | None,
             # A root refers to itself: left so, every root run (its state, context and span)
             # would wait for the cycle collector instead of being freed when the run ends.
             state.root = NO_RUN
-            state.descendants = None
 
 
 def _finish_all(states: Sequence[RunState], metrics: GenAIMetrics | None,

@@ -57,7 +57,7 @@ class RunState:
     ``ids``: the conversation/user ids of its tree (``conversation.RunIds``), shared by reference.
     """
 
-    __slots__ = ("run_id", "span", "context", "root", "run_type", "descendants",
+    __slots__ = ("run_id", "span", "context", "root", "run_type", "tree",
                  "token_count", "token_tally", "first_chunk_ns", "start_ns", "metric_attributes",
                  "retries",
                  "near_limit", "stream_usage", "ids")
@@ -68,15 +68,17 @@ class RunState:
         self.run_id = run_id
         self.span = span
         self.context = context
-        # A root's open descendants: the states themselves (hashed by identity, in C; a run
-        # id would cost a Python-level UUID hash per add and discard).
-        self.descendants: set[RunState] | None
+        # The open runs of its tree: one set, shared by every run of the tree (the states
+        # themselves, hashed by identity in C). A run is in it from its registration to its
+        # removal, so what a root finds there as it ends are its open descendants. Shared, a
+        # run never needs its root to be open: a child may start after its root was evicted.
+        self.tree: set[RunState]
         if root is None:
             self.root = self
-            self.descendants = set()
+            self.tree = set()
         else:
             self.root = root
-            self.descendants = None
+            self.tree = root.tree
         self.run_type = run_type
         # Streamed content tokens: ``token_count`` plus the ``token_tally`` the handler's hot path
         # bumps (kept a small int, so a bump allocates nothing); read both through ``tokens``.
@@ -150,11 +152,7 @@ class RunRegistry:
         runs = self._runs
         runs[key] = state
         _ACTIVE_CONTEXTS.setdefault(key, state.context)
-        root = state.root
-        if root is not state:
-            descendants = root.descendants
-            if descendants is not None:  # None: the root was evicted while this run's parent lived
-                descendants.add(state)
+        state.tree.add(state)
         if len(runs) <= self.max_open_runs:
             return _NOTHING
         evicted: list[RunState] = []
@@ -177,23 +175,23 @@ class RunRegistry:
             context = _ACTIVE_CONTEXTS.pop(key, None)
             if context is not None and context is not state.context:
                 _ACTIVE_CONTEXTS[key] = context  # another handler's entry for the same run
-            root = state.root
-            if root is not state and root.descendants is not None:
-                root.descendants.discard(state)
+            state.tree.discard(state)
             state.run_id = FORGOTTEN
         return state
 
     def pop_descendants(self, root: RunState) -> list[RunState]:
-        """Remove the still-open runs under ``root`` (they are ended as orphans by the caller)."""
-        if not root.descendants:
+        """Remove the still-open runs of ``root``'s tree, once ``root`` itself was removed
+        (they are ended as orphans by the caller)."""
+        tree = root.tree
+        if not tree:
             return []
         with self._lock:
             runs = self._runs
-            states = [state for state in list(root.descendants)
+            states = [state for state in list(tree)
                       if runs.get(run_key(state.run_id)) is state]
             for state in states:
                 self.pop(state.run_id)
-            root.descendants.clear()
+            tree.clear()
         return states
 
     def pop_all(self) -> list[RunState]:
