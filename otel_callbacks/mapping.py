@@ -129,7 +129,10 @@ def common_attributes(run_id: Any, run_type: str, tags: Any, metadata: Any) -> d
     """Attributes every span carries: run id/type, the user's tags, the user's metadata
     (not ``ls_*``, which become GenAI attributes, nor LangGraph's routing keys)."""
     if run_id.__class__ is UUID:  # UUID.__str__, inline: a frame less per run; ASCII
-        digits = "%032x" % run_id.int
+        # ``bytes.hex`` rather than ``"%032x" %``: the same speed alone, but the printf-style
+        # formatting is C code nothing else between two runs executes, so in the workload it
+        # cost about 700 more instruction-cache misses per prompt | chat | parser (callgrind).
+        digits = run_id.int.to_bytes(16, "big").hex()
         run_id_text = f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
     else:  # an odd run id's text may not be ASCII
         run_id_text = utf8_safe(str(run_id))

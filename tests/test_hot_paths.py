@@ -1389,3 +1389,12 @@ def test_a_run_without_a_run_id_is_not_traced_and_parents_no_root(
     handler.on_chain_end({}, run_id=root)
     [span] = tracing.spans()
     assert span.name == "root" and span.parent is None
+
+
+@given(st.one_of(st.uuids(), st.sampled_from([uuid.UUID(int=0), uuid.UUID(int=2**128 - 1),
+                                               uuid.UUID(int=1)])))
+def test_the_run_id_attribute_is_the_uuids_own_text(run_id: uuid.UUID) -> None:
+    """The run id's text is formatted inline (no ``UUID.__str__`` call): the same text, leading
+    zeros included."""
+    attrs = mapping.common_attributes(run_id, attr.CHAIN, None, None)
+    assert attrs[attr.RUN_ID] == str(run_id)
