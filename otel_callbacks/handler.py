@@ -221,7 +221,7 @@ class OTelHandler(BaseCallbackHandler):
             parent.root if parent is not None else None, run_type, time.time_ns(), ids)
         if near_limit:
             state.near_limit = True
-        evicted = self._registry.add(state)  # ``_register``, inline: once per run
+        evicted = self._registry.add(state, key)  # ``_register``, inline: once per run
         if evicted:
             _finish_all(evicted, self._metrics, _evicted_marks, self._budget)
         return state
@@ -351,7 +351,8 @@ class OTelHandler(BaseCallbackHandler):
             if (parent is not None and not parent.recording
                     and self._unsampled_child(run_id, parent_run_id, parent, attr.CHAIN)):
                 return
-            name = mapping.run_name(serialized, name, "chain")
+            if name.__class__ is not str or not name or not name.isascii():  # else as it is
+                name = mapping.run_name(serialized, name, "chain")
             attributes = mapping.common_attributes(run_id, attr.CHAIN, tags, metadata)
             span_name, extra = mapping.chain_span(name, tags, metadata)
             if extra:

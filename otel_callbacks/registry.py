@@ -141,14 +141,15 @@ class RunRegistry:
     def __len__(self) -> int:
         return len(self._runs)
 
-    def add(self, state: RunState) -> list[RunState]:
-        """Register ``state``; returns the runs evicted to stay within bounds (caller ends them).
+    def add(self, state: RunState, key: Any = None) -> list[RunState]:
+        """Register ``state`` (``key``: its ``run_key``, if the caller has it already); returns
+        the runs evicted to stay within bounds (caller ends them).
 
         Single dict/set operations are atomic under the GIL, so the hot path takes no lock;
         eviction, which reads then removes, does.
         """
-        run_id = state.run_id
-        key = run_id.int if run_id.__class__ is UUID else run_key(run_id)
+        if key is None:
+            key = run_key(state.run_id)
         runs = self._runs
         runs[key] = state
         _ACTIVE_CONTEXTS.setdefault(key, state.context)
