@@ -50,7 +50,7 @@ from .registry import (
 )
 from .sampling import children_follow_unsampled_parent
 from .stream_usage import StreamUsage
-from .tokens import TokenPath
+from .tokens import TokenPath, token_callback
 from .version import __version__
 
 logger = logging.getLogger("otel_callbacks")
@@ -152,9 +152,10 @@ class OTelHandler(BaseCallbackHandler):
         self._model_metrics = model_metrics
         self._token_events_limit = _token_events_within(max_token_events, tracer_provider)
         self._tokens = TokenPath(self)
+        self._on_token = token_callback(self._tokens)
         if type(self).on_llm_new_token is OTelHandler.on_llm_new_token:  # not overridden
             # Found per token as it is, without a new bound method (see ``tokens.py``).
-            self.on_llm_new_token = self._tokens.on_llm_new_token  # type: ignore[method-assign]
+            self.on_llm_new_token = self._on_token  # type: ignore[method-assign]
         self._provider = tracer_provider
         self._budget = AttributeBudget.for_provider(tracer_provider)
         self._start_rooms = self._budget.start_rooms
@@ -448,9 +449,9 @@ class OTelHandler(BaseCallbackHandler):
     def on_llm_new_token(self, token: Any, *, chunk: Any = None, run_id: UUID,
                          parent_run_id: UUID | None = None, tags: list[str] | None = None,
                          **kwargs: Any) -> None:
-        # The instance attribute of the same name (``TokenPath.on_llm_new_token``) is what
+        # The instance attribute of the same name (``tokens.token_callback``) is what
         # LangChain calls; this method serves explicit calls and subclasses.
-        self._tokens.on_llm_new_token(token, chunk=chunk, run_id=run_id)
+        self._on_token(token, chunk=chunk, run_id=run_id)
 
     def _new_token(self, token: Any, chunk: Any, run_id: Any) -> None:
         """Every token the hot path does not take: another run's, the first ones (which get

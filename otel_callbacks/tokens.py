@@ -11,6 +11,7 @@ runs ended) as soon as the app drops it.
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .registry import NO_RUN, RunState
@@ -20,28 +21,40 @@ if TYPE_CHECKING:
 
 
 class TokenPath:
-    """A text token of the run that streamed the last one, past its token events, bumps a
-    small int: no allocation, no call, nothing that can raise. Every other token goes to the
-    handler's ``_new_token``."""
+    """The run that streamed the last token, and a weak reference to its handler."""
 
-    __slots__ = ("streaming", "_handler")
+    __slots__ = ("streaming", "handler")
 
     def __init__(self, handler: OTelHandler) -> None:
         # The run that streamed the last token: the next token is almost always its own. Once
         # the registry drops that run its id no longer matches, so no reset is needed here.
         self.streaming: RunState = NO_RUN
-        self._handler = weakref.ref(handler)
+        self.handler = weakref.ref(handler)
 
-    def on_llm_new_token(self, token: Any, *, chunk: Any = None, run_id: Any,
-                         parent_run_id: Any = None, tags: Any = None, **kwargs: Any) -> None:
+
+def token_callback(path: TokenPath) -> Callable[..., None]:
+    """``on_llm_new_token`` for the handler's instance dict: a plain function over ``path``,
+    which LangChain calls without binding a method (about 15 ns a token less than a bound
+    method on 3.11).
+
+    A text token of the run that streamed the last one, past its token events, bumps a small
+    int: no allocation, no call, nothing that can raise. Every other token goes to the
+    handler's ``_new_token``.
+    """
+    handler_of = path.handler
+
+    def on_llm_new_token(token: Any, *, chunk: Any = None, run_id: Any, parent_run_id: Any = None,
+                         tags: Any = None, **kwargs: Any) -> None:
         # ``parent_run_id`` and ``tags`` are named because LangChain passes them: a name costs
         # less than a key in ``kwargs``.
-        state = self.streaming
+        state = path.streaming
         if state.run_id is run_id and token.__class__ is str and token:
             tally = state.token_tally + 1
             if tally < 256:  # CPython's cached small ints end at 256: fold before
                 state.token_tally = tally
                 return
-        handler = self._handler()
+        handler = handler_of()
         if handler is not None:
             handler._new_token(token, chunk, run_id)
+
+    return on_llm_new_token
