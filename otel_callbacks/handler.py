@@ -213,8 +213,9 @@ class OTelHandler(BaseCallbackHandler):
             name = utf8_safe(name)
         # ``attributes`` are UTF-8-safe where they were made (mapping, names, content, ids):
         # a gate here would check every run's attributes again, most of them cached.
-        span = self._tracer.start_span(name, context=parent_context, kind=kind,
-                                       attributes=attributes)
+        # Positional, in the API's order (name, context, kind, attributes): a call with keywords
+        # costs more, once per run.
+        span = self._tracer.start_span(name, parent_context, kind, attributes)
         # The run's context extends its parent's (or the caller's), so baggage flows through.
         state = (RunState if span.__class__ is _SDK_SPAN or span.is_recording()
                  else UnsampledRunState)(

@@ -177,7 +177,7 @@ def test_unsampled_children_do_no_span_work(monkeypatch: pytest.MonkeyPatch) -> 
     started: list[str] = []
     original_start = handler._tracer.start_span
     monkeypatch.setattr(handler._tracer, "start_span",
-                        lambda name, **kw: started.append(name) or original_start(name, **kw))
+                        lambda name, *a, **kw: started.append(name) or original_start(name, *a, **kw))
     recorder = RunRecorder()
     _run(sampled, handler, recorder)
     assert len(recorder.parents) > 5
