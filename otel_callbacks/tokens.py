@@ -2,10 +2,11 @@
 
 LangChain looks ``on_llm_new_token`` up on the handler once per streamed token. A method found
 on the class is a new bound-method object every time; an attribute of the handler instance is
-found as it is. ``OTelHandler`` stores ``TokenPath.on_llm_new_token`` there. The path holds the
-run that streamed the last token and only a weak reference to its handler: a handler that
-referred to itself would wait for the cycle collector instead of being freed (and its open
-runs ended) as soon as the app drops it.
+found as it is. ``OTelHandler`` stores ``token_callback``'s plain function there (a function is
+called without a bound method's extra step, too). Its ``TokenPath`` holds the run that streamed
+the last token and only a weak reference to the handler: a handler that referred to itself
+would wait for the cycle collector instead of being freed (and its open runs ended) as soon as
+the app drops it.
 """
 
 from __future__ import annotations
