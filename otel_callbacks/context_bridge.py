@@ -300,11 +300,6 @@ def _make_parent_run_current(config: Any) -> None:
         logger.debug("otel-callbacks: could not bridge run context", exc_info=True)
 
 
-def _run_manager_context(args: Any, kwargs: Any, position: int, key: str) -> Context | None:
-    manager = kwargs.get(key) if key in kwargs else (args[position] if len(args) > position else None)
-    if isinstance(manager, list):  # BaseLLM passes one run manager per prompt
-        manager = manager[0] if manager else None
-    return active_context(getattr(manager, "run_id", None))
 
 
 def _iter_in_scope(wrapped: Any, args: Any, kwargs: Any, scope: _Scope) -> Any:
@@ -317,11 +312,16 @@ def _aiter_in_scope(wrapped: Any, args: Any, kwargs: Any, scope: _Scope) -> Any:
 
 def _provider_scope(model: Any, args: Any, kwargs: Any, position: int, key: str) -> _Scope | None:
     """The scope of a model's own generate call: its run manager names the run whose span to
-    make current (None: no traced run)."""
-    context = _run_manager_context(args, kwargs, position, key)
+    make current (None: no traced run). Once per model call, in as few frames as it takes."""
+    manager = kwargs.get(key) if key in kwargs else (args[position] if len(args) > position else None)
+    if isinstance(manager, list):  # BaseLLM passes one run manager per prompt
+        manager = manager[0] if manager else None
+    run_id = getattr(manager, "run_id", None)
+    context = _ACTIVE_CONTEXTS.get(run_id.int if run_id.__class__ is UUID else run_key(run_id))
     if context is None:
         return None
-    _annotate_model_span(context, model)
+    if mapping.reads_instance(model):
+        _annotate_model_span(context, model)
     return _Scope(_MODEL_RUNS, context)
 
 
