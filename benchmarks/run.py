@@ -140,7 +140,9 @@ def collect(args) -> tuple[dict, dict]:
                 if "error" in r:
                     info["errors"][(wl, variant)] = r["error"]
                     continue
-                slot = per.setdefault((wl, variant), {"wall": [], "cpu": [], "spans": [], "iters": []})
+                slot = per.setdefault((wl, variant), {"wall": [], "cpu": [], "spans": [], "iters": [],
+                                                      "round": []})
+                slot["round"].append(rnd)
                 slot["wall"].append(r["median_s"])
                 slot["cpu"].append(r["median_cpu_s"])
                 slot["spans"].append(r["spans"])
@@ -158,6 +160,25 @@ def _per_span(per: dict, wl: str, variant: str, clock: str, base_noop: float | N
     if not (slot and spans and base_noop):
         return None
     return (_med(slot[clock]) - base_noop) / spans
+
+
+def _round_ratios(per: dict, wl: str, clock: str) -> str:
+    """The ratio to the floor round by round (each round's three processes ran back to back):
+    how far one round's figure moves, which the median over rounds hides."""
+    by_round = []
+    for variant in ("noop", "sdk_floor", "otel_callbacks"):
+        slot = per.get((wl, variant), {})
+        by_round.append(dict(zip(slot.get("round", []), slot.get(clock, []))))
+    common = set(by_round[0]) & set(by_round[1]) & set(by_round[2])  # rounds all three finished
+    ratios = sorted((o - n) / (f - n) for n, f, o in
+                    ((by_round[0][r], by_round[1][r], by_round[2][r]) for r in common) if f > n)
+    if len(ratios) < 3:
+        return ""
+    text = f"; per round {ratios[0]:.2f}-{ratios[-1]:.2f}"
+    if len(ratios) >= 4:
+        low, _, high = statistics.quantiles(ratios, n=4)
+        text += f", middle half {low:.2f}-{high:.2f}"
+    return text
 
 
 def render(per: dict, info: dict, args, clock: str) -> str:
@@ -223,13 +244,15 @@ def render(per: dict, info: dict, args, clock: str) -> str:
         ours = _per_span(per, wl, "otel_callbacks", clock, base_noop)
         if floor and ours and floor > 0 and wl != "stream1000":  # one span: see per token
             out.append(f"{'':<12} otel_callbacks per span = {ours / floor:.2f} x sdk_floor's "
-                       f"({ours * 1e6:.1f} vs {floor * 1e6:.1f} us)")
+                       f"({ours * 1e6:.1f} vs {floor * 1e6:.1f} us){_round_ratios(per, wl, clock)}")
         out.append("")
     out.append("columns: median/iter = median over rounds of each process's median iteration time;")
     out.append("  spread = (max-min)/median of the per-round medians; vs none / vs noop = ratio of medians;")
     out.append("  spans = spans exported per iteration; per-span over noop = ((t - t_noop) / spans) / t_raw_span.")
     out.append("  per token over noop = (t - t_noop) / 1000 on the stream (noisy: about +-0.5 us between processes);")
     out.append("  token alone = one on_llm_new_token through LangChain's run manager, best of 5 x 20,000, minus noop's.")
+    out.append("  per round = the same ratio to the floor from each round's own three processes (noop, floor,")
+    out.append("  ours ran back to back): one round moves by about +-0.1x on a small VM; trust many rounds.")
     out.append("  sdk_floor = a handler that only makes one raw-span-shaped SDK span per run (parent from a dict):")
     out.append("  the least any one-span-per-run tracer pays inside the workload.")
     for variant, reason in info["skipped"].items():
