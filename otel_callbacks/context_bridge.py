@@ -34,7 +34,6 @@ import threading
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar, Token, copy_context
 from typing import Any
-from uuid import UUID
 
 import wrapt
 from opentelemetry import context as otel_context
@@ -44,7 +43,7 @@ from opentelemetry.context import Context
 from . import attributes as attr
 from . import mapping, provider_streams
 from .content import utf8_safe_attributes
-from .registry import _ACTIVE_CONTEXTS, active_context, run_key
+from .registry import active_context
 
 logger = logging.getLogger("otel_callbacks")
 
@@ -292,14 +291,11 @@ def _parameter_names(function: Any) -> tuple[str, ...] | None:
 
 def _make_parent_run_current(config: Any) -> None:
     try:
-        parent = getattr(config.get("callbacks"), "parent_run_id", None)
-        context = _ACTIVE_CONTEXTS.get(parent.int if parent.__class__ is UUID else run_key(parent))
+        context = active_context(getattr(config.get("callbacks"), "parent_run_id", None))
         if context is not None:
             _attach(context)
     except Exception:  # never break LangChain's own plumbing
         logger.debug("otel-callbacks: could not bridge run context", exc_info=True)
-
-
 
 
 def _iter_in_scope(wrapped: Any, args: Any, kwargs: Any, scope: _Scope) -> Any:
@@ -312,16 +308,14 @@ def _aiter_in_scope(wrapped: Any, args: Any, kwargs: Any, scope: _Scope) -> Any:
 
 def _provider_scope(model: Any, args: Any, kwargs: Any, position: int, key: str) -> _Scope | None:
     """The scope of a model's own generate call: its run manager names the run whose span to
-    make current (None: no traced run). Once per model call, in as few frames as it takes."""
+    make current (None: no traced run)."""
     manager = kwargs.get(key) if key in kwargs else (args[position] if len(args) > position else None)
     if isinstance(manager, list):  # BaseLLM passes one run manager per prompt
         manager = manager[0] if manager else None
-    run_id = getattr(manager, "run_id", None)
-    context = _ACTIVE_CONTEXTS.get(run_id.int if run_id.__class__ is UUID else run_key(run_id))
+    context = active_context(getattr(manager, "run_id", None))
     if context is None:
         return None
-    if mapping.reads_instance(model):
-        _annotate_model_span(context, model)
+    _annotate_model_span(context, model)
     return _Scope(_MODEL_RUNS, context)
 
 

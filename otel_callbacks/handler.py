@@ -144,7 +144,7 @@ class OTelHandler(BaseCallbackHandler):
         super().__init__()
         self._tracer = trace.get_tracer("otel_callbacks", __version__, tracer_provider=tracer_provider)
         self._registry = RunRegistry(max_open_runs)
-        # The open run for a key (``registry.run_key``): a C-level lookup, per parent lookup.
+        # The open run for a key (``registry.run_key``): a C-level lookup (``_open_parent``).
         self._open_run = self._registry.find
         self._content = ContentPolicy(capture_content, max_content_length, redact)
         self._metrics = GenAIMetrics.create(meter_provider)
@@ -166,6 +166,14 @@ class OTelHandler(BaseCallbackHandler):
         weakref.finalize(self, _end_open_runs, self._registry, self._metrics,
                          self._budget).atexit = False
         context_bridge.install()
+
+    def _open_parent(self, parent_run_id: Any) -> RunState | None:
+        """This handler's open run for a start's parent id (None for a root): the registry's
+        own dict lookup, by ``run_key``."""
+        if parent_run_id is None:
+            return None
+        return self._open_run(parent_run_id.int if parent_run_id.__class__ is UUID
+                              else run_key(parent_run_id))
 
     def _measuring(self) -> bool:
         """Whether runs are measured; with no provider given, from when the global one is set
@@ -347,9 +355,7 @@ class OTelHandler(BaseCallbackHandler):
                        metadata: dict[str, Any] | None = None, name: str | None = None,
                        run_type: str | None = None, **kwargs: Any) -> None:
         try:
-            parent = (self._open_run(parent_run_id.int if parent_run_id.__class__ is UUID
-                                     else run_key(parent_run_id))
-                      if parent_run_id is not None else None)
+            parent = self._open_parent(parent_run_id)
             if (parent is not None and not parent.recording
                     and self._unsampled_child(run_id, parent_run_id, parent, attr.CHAIN)):
                 return
@@ -393,9 +399,7 @@ class OTelHandler(BaseCallbackHandler):
     # --- models ----------------------------------------------------------------------------
     def _model_start(self, run_type: str, serialized: Any, run_id: Any, parent_run_id: Any,
                      tags: Any, metadata: Any, kwargs: dict[str, Any], inputs: Any) -> None:
-        parent = (self._open_run(parent_run_id.int if parent_run_id.__class__ is UUID
-                                 else run_key(parent_run_id))
-                  if parent_run_id is not None else None)
+        parent = self._open_parent(parent_run_id)
         if (parent is not None and not parent.recording
                 and self._unsampled_child(run_id, parent_run_id, parent, run_type)):
             return
@@ -534,9 +538,7 @@ class OTelHandler(BaseCallbackHandler):
                       metadata: dict[str, Any] | None = None, inputs: dict[str, Any] | None = None,
                       **kwargs: Any) -> None:
         try:
-            parent = (self._open_run(parent_run_id.int if parent_run_id.__class__ is UUID
-                                     else run_key(parent_run_id))
-                      if parent_run_id is not None else None)
+            parent = self._open_parent(parent_run_id)
             if (parent is not None and not parent.recording
                     and self._unsampled_child(run_id, parent_run_id, parent, attr.TOOL)):
                 return
@@ -578,9 +580,7 @@ class OTelHandler(BaseCallbackHandler):
                            parent_run_id: UUID | None = None, tags: list[str] | None = None,
                            metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
         try:
-            parent = (self._open_run(parent_run_id.int if parent_run_id.__class__ is UUID
-                                     else run_key(parent_run_id))
-                      if parent_run_id is not None else None)
+            parent = self._open_parent(parent_run_id)
             if (parent is not None and not parent.recording
                     and self._unsampled_child(run_id, parent_run_id, parent, attr.RETRIEVER)):
                 return

@@ -413,16 +413,6 @@ def server_attributes(url: str) -> tuple[tuple[str, Any], ...]:
     return ((attr.SERVER_ADDRESS, host),) + (((attr.SERVER_PORT, port),) if port else ())
 
 
-def reads_instance(model: Any) -> bool:
-    """Whether the model's class has any field ``model_instance_attributes`` reads (most test
-    and custom models have none: their calls skip it)."""
-    cls = type(model)
-    return (_class_fields.get(cls) or _fields_of(cls)) != _NO_FIELDS
-
-
-_NO_FIELDS: _ModelFields = ((), (), ())
-
-
 def model_instance_attributes(model: Any) -> dict[str, Any]:
     """What the model object knows and its callbacks do not say: the server it calls and
     request parameters some integrations keep out of their invocation params (ChatOllama)."""

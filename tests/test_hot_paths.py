@@ -1402,16 +1402,16 @@ def test_the_run_id_attribute_is_the_uuids_own_text(run_id: uuid.UUID) -> None:
 
 
 def test_only_models_with_an_endpoint_or_parameter_field_are_read_per_call() -> None:
-    """The provider bridge skips reading the model object when its class has none of the fields
-    ``model_instance_attributes`` reads; a real integration's class has them."""
+    """A model class with none of the fields ``model_instance_attributes`` reads gives nothing
+    (its fields are looked up once per class); a real integration's class gives its server."""
     from langchain_core.language_models.fake_chat_models import FakeListChatModel
 
     fake = FakeListChatModel(responses=["x"])
-    assert not mapping.reads_instance(fake)
-    assert not mapping.reads_instance(fake)  # cached per class
+    assert mapping.model_instance_attributes(fake) == {}
+    assert mapping._class_fields[FakeListChatModel] == ((), (), ())  # cached per class
     assert mapping.model_instance_attributes(fake) == {}
     langchain_openai = pytest.importorskip("langchain_openai")
     real = langchain_openai.ChatOpenAI(model="gpt-4o", api_key="sk-test",
                                        base_url="http://127.0.0.1:9/v1", temperature=0.5)
-    assert mapping.reads_instance(real)
     assert mapping.model_instance_attributes(real)[attr.SERVER_ADDRESS] == "127.0.0.1"
+    assert mapping._class_fields[type(real)] != ((), (), ())
