@@ -460,7 +460,7 @@ class OTelHandler(BaseCallbackHandler):
 
     def _new_token(self, token: Any, chunk: Any, run_id: Any) -> None:
         """Every token the hot path does not take: another run's, the first ones (which get
-        events), chunks without plain text, and a full tally."""
+        events), chunks without plain text, and one that finds its run's ticks used up."""
         try:
             state = self._tokens.streaming
             if state.run_id is not run_id:  # LangChain passes the same UUID object per token
@@ -486,6 +486,7 @@ class OTelHandler(BaseCallbackHandler):
                 self._token_event(state, token, count)
             if count >= limit:  # the hot path may take this run's next tokens
                 self._tokens.streaming = state
+                state.count_on_hot_path()
         except Exception as exc:
             _skipped(self, "on_llm_new_token", exc)
 

@@ -38,8 +38,9 @@ def token_callback(path: TokenPath) -> Callable[..., None]:
     which LangChain calls without binding a method (about 15 ns a token less than a bound
     method on 3.11).
 
-    A text token of the run that streamed the last one, past its token events, bumps a small
-    int: no allocation, no call, nothing that can raise. Every other token goes to the
+    A text token of the run that streamed the last one, past its token events, takes one of
+    the run's ticks (``RunState.ticks``): one C-level ``next()``, nothing stored, nothing that
+    can raise. Every other token, and the one that finds the ticks used up, goes to the
     handler's ``_new_token``.
     """
     handler_of = path.handler
@@ -49,11 +50,9 @@ def token_callback(path: TokenPath) -> Callable[..., None]:
         # ``parent_run_id`` and ``tags`` are named because LangChain passes them: a name costs
         # less than a key in ``kwargs``.
         state = path.streaming
-        if state.run_id is run_id and token.__class__ is str and token:
-            tally = state.token_tally + 1
-            if tally < 256:  # CPython's cached small ints end at 256: fold before
-                state.token_tally = tally
-                return
+        if (state.run_id is run_id and token.__class__ is str and token
+                and next(state.ticks, None) is not None):
+            return  # counted: one tick taken
         handler = handler_of()
         if handler is not None:
             handler._new_token(token, chunk, run_id)

@@ -1,9 +1,10 @@
 """The hot paths tuned for speed keep their behaviour: what they record is pinned here.
 
-1. Per-token counting: past its token events a streaming run's tokens bump a small-int tally
-   that folds into the count every 255 tokens; the exported ``langchain.llm.token_count`` stays
+1. Per-token counting: past its token events a streaming run's tokens each take a tick from
+   the run's ``ticks`` (folded into the count every 255 tokens); the exported
+   ``langchain.llm.token_count`` stays
    exact across every fold boundary, for interleaved streams, content-less chunks and content
-   blocks, and for streams abandoned mid-tally.
+   blocks, and for streams abandoned while the hot path counts.
 2. The per-child-run bridge points are plain functions (not wrapt wrappers): they look like the
    originals, uninstall restores the originals by identity, and user spans still nest.
 3. The mapping's dict fast paths: any Mapping gives the same attributes as a dict, odd types none.
@@ -45,7 +46,7 @@ from opentelemetry.trace import INVALID_SPAN_CONTEXT, NonRecordingSpan, SpanKind
 from otel_callbacks import attributes as attr
 from otel_callbacks import OTelHandler, context_bridge, mapping, registry
 from otel_callbacks import handler as handler_module
-from otel_callbacks.registry import RunState
+from otel_callbacks.registry import TICKS, RunState
 from tests.conftest import RunRecorder, Tracing, assert_span_tree_matches
 
 TOKEN_EVENTS = (attr.EVENT_FIRST_TOKEN, attr.EVENT_TOKEN)
@@ -171,9 +172,10 @@ def check_stream(span: ReadableSpan, tokens: int, events: int = 8) -> None:
     assert span.status.status_code is not StatusCode.ERROR
 
 
-# Around every place the tally hands over to the slow path with the default 8 events:
-# the events (8, 9), CPython's small-int end (8 + 255 = 263, 264, 265) and the next fold (519-521).
-LENGTHS = [1, 7, 8, 9, 255, 256, 257, 263, 264, 265, 519, 520, 521, 1000]
+# Around every place the hot path hands over to the slow path with the default 8 events:
+# the events (8, 9), the ticks' end (8 + TICKS = 263, 264, 265) and the next fold (519-521).
+LENGTHS = [1, 7, 8, 9, 255, 256, 257, 8 + TICKS, 9 + TICKS, 10 + TICKS,
+           9 + 2 * TICKS, 10 + 2 * TICKS, 11 + 2 * TICKS, 1000]
 
 
 @pytest.mark.parametrize("n", LENGTHS)
@@ -490,9 +492,9 @@ def _abandon_after(handler: Any, n: int, chunks: list[Any]) -> None:
 
 
 @pytest.mark.parametrize("events", [1, 8, 300])
-def test_stream_abandoned_mid_tally_keeps_its_exact_count(roomy: Tracing, events: int) -> None:
+def test_stream_abandoned_mid_ticks_keeps_its_exact_count(roomy: Tracing, events: int) -> None:
     """300 tokens of a 1000-token stream, then the consumer breaks: with 8 events the last fold
-    was at 264, so 36 tokens sit in the tally; they reach the span."""
+    was at 264, so 36 tokens were counted as ticks taken; they reach the span."""
     handler = roomy.handler(max_token_events=events)
     _abandon_after(handler, 300, words(1000))
     assert len(handler._registry) == 0, "the abandoned run was not ended"
@@ -514,10 +516,10 @@ def test_stream_abandoned_by_an_error_keeps_its_exact_count(tracing: Tracing) ->
     assert span.status.status_code is StatusCode.ERROR
 
 
-def test_orphaned_stream_mid_tally_keeps_its_count(tracing: Tracing,
+def test_orphaned_stream_mid_ticks_keeps_its_count(tracing: Tracing,
                                                    recorder: RunRecorder) -> None:
     """A model stream inside a chain whose root ends first (the consumer broke out): the model
-    run is ended as an orphan with what its tally held."""
+    run is ended as an orphan with the ticks its hot path took."""
     from langchain_core.prompts import ChatPromptTemplate
 
     chain = ChatPromptTemplate.from_messages([("human", "{q}")]) | ChunkChat(chunks=words(1000))
@@ -533,8 +535,8 @@ def test_orphaned_stream_mid_tally_keeps_its_count(tracing: Tracing,
     assert span.attributes[attr.LLM_TOKEN_COUNT] == 300
 
 
-def test_evicted_and_closed_streams_keep_the_tally(tracing: Tracing) -> None:
-    """Eviction and close end a run from outside its own callbacks: its tally still counts."""
+def test_evicted_and_closed_streams_keep_the_ticks(tracing: Tracing) -> None:
+    """Eviction and close end a run from outside its own callbacks: the ticks taken still count."""
     handler = tracing.handler(max_open_runs=1)
     stream = ChunkChat(chunks=words(1000)).stream("hi", {"callbacks": [handler]})
     for _ in range(300):
@@ -586,15 +588,21 @@ def test_unsampled_streams_take_the_hot_path_without_error(
     assert counts.get("gen_ai.client.operation.duration") == 2, counts
 
 
-def test_run_state_folds_its_tally_into_the_count() -> None:
+def test_run_state_folds_its_ticks_into_the_count() -> None:
     state = RunState(uuid.uuid4(), NonRecordingSpan(INVALID_SPAN_CONTEXT), Context(), None,
                      attr.CHAT_MODEL, 0)
-    assert (state.token_count, state.token_tally, state.tokens) == (0, 0, 0)
+    assert (state.token_count, state.tokens) == (0, 0)
+    assert next(state.ticks, None) is None  # not on the hot path: nothing to take
     assert state.count_token() == 1
-    state.token_tally = 255  # what the handler's hot path leaves at its limit
-    assert state.tokens == 256
-    assert state.count_token() == 257
-    assert (state.token_count, state.token_tally, state.tokens) == (257, 0, 257)
+    state.count_on_hot_path()
+    assert state.tokens == 1
+    for taken in range(1, TICKS + 1):  # what the handler's hot path does per token
+        assert next(state.ticks, None) is not None
+        assert state.tokens == 1 + taken
+    assert next(state.ticks, None) is None  # used up: the token goes to the handler
+    assert state.count_token() == TICKS + 2
+    assert (state.token_count, state.tokens) == (TICKS + 2, TICKS + 2)
+    assert next(state.ticks, None) is None  # folded: the handler hands out new ticks
 
 
 def test_sequential_streams_on_one_handler_each_count_exactly(tracing: Tracing) -> None:
