@@ -20,7 +20,9 @@ ALL_VARIANTS = ("none", "noop", "sdk_floor", "sdk_floor_attrs", "otel_callbacks"
                 "openinference")
 # Not in the default set: our handler with content capture on, which is what the
 # two peers do by default (they serialise inputs/outputs onto every span).
-EXTRA_VARIANTS = ("otel_callbacks_content",)
+# sdk_floor_nested: the floor whose spans are also made current where their runs execute (our
+# context bridge), to show what nesting costs apart from the rest of a tracer's work.
+EXTRA_VARIANTS = ("otel_callbacks_content", "sdk_floor_nested")
 
 VERSIONED_PACKAGES = (
     "langchain-core",
@@ -174,6 +176,25 @@ def _sdk_floor_handler_class():
     return SdkFloorHandler
 
 
+def _sdk_floor_nested_handler_class():
+    """The floor plus nesting: each run's span is registered where otel_callbacks' context
+    bridge looks for it, so user and HTTP spans inside the run nest under it, as under ours."""
+    from otel_callbacks.registry import _ACTIVE_CONTEXTS, run_key
+
+    floor = _sdk_floor_handler_class()
+
+    class SdkFloorNestedHandler(floor):
+        def _start(self, run_id: Any, parent_run_id: Any) -> None:
+            floor._start(self, run_id, parent_run_id)
+            _ACTIVE_CONTEXTS[run_key(run_id)] = self._runs[run_id][1]
+
+        def _end(self, run_id: Any) -> None:
+            _ACTIVE_CONTEXTS.pop(run_key(run_id), None)
+            floor._end(self, run_id)
+
+    return SdkFloorNestedHandler
+
+
 @dataclass
 class Variant:
     name: str
@@ -199,6 +220,13 @@ def setup_variant(name: str, tp: TracerProvider, **handler_options: Any) -> Vari
             return Variant(name, {"callbacks": [h]}, h, "one raw-span-shaped SDK span per run, nothing else")
         return Variant(name, {"callbacks": [h]}, h, "the floor, each span with as many attributes "
                        "and events as otel_callbacks' span in the same place")
+    if name == "sdk_floor_nested":
+        from otel_callbacks import context_bridge
+
+        h = _sdk_floor_nested_handler_class()(tp.get_tracer("benchmarks.floor"))
+        context_bridge.install()
+        return Variant(name, {"callbacks": [h]}, h, "the floor, each run's span made current where "
+                       "the run executes (otel_callbacks' context bridge)")
     if name in ("otel_callbacks", "otel_callbacks_content"):
         try:
             from otel_callbacks import OTelHandler

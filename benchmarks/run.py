@@ -245,6 +245,10 @@ def render(per: dict, info: dict, args, clock: str) -> str:
         if floor and ours and floor > 0 and wl != "stream1000":  # one span: see per token
             out.append(f"{'':<12} otel_callbacks per span = {ours / floor:.2f} x sdk_floor's "
                        f"({ours * 1e6:.1f} vs {floor * 1e6:.1f} us){_round_ratios(per, wl, clock)}")
+            nested = _per_span(per, wl, "sdk_floor_nested", clock, base_noop)
+            if nested and nested > 0:
+                out.append(f"{'':<12} otel_callbacks per span = {ours / nested:.2f} x "
+                           f"sdk_floor_nested's ({nested * 1e6:.1f} us): all but the nesting")
         out.append("")
     out.append("columns: median/iter = median over rounds of each process's median iteration time;")
     out.append("  spread = (max-min)/median of the per-round medians; vs none / vs noop = ratio of medians;")
@@ -255,6 +259,9 @@ def render(per: dict, info: dict, args, clock: str) -> str:
     out.append("  ours ran back to back): one round moves by about +-0.1x on a small VM; trust many rounds.")
     out.append("  sdk_floor = a handler that only makes one raw-span-shaped SDK span per run (parent from a dict):")
     out.append("  the least any one-span-per-run tracer pays inside the workload.")
+    if "sdk_floor_nested" in variants:
+        out.append("  sdk_floor_nested = the floor, each run's span also made current where the run executes")
+        out.append("  (otel_callbacks' context bridge): the floor of a tracer whose spans nest user code.")
     for variant, reason in info["skipped"].items():
         out.append(f"skipped {variant}: {reason}")
     for variant, note in info["notes"].items():
