@@ -144,7 +144,7 @@ class OTelHandler(BaseCallbackHandler):
         super().__init__()
         self._tracer = trace.get_tracer("otel_callbacks", __version__, tracer_provider=tracer_provider)
         self._registry = RunRegistry(max_open_runs)
-        # The open run for a key (``registry.run_key``): a C-level lookup (``_open_parent``).
+        # The open run for a key (``registry.run_key``): a C-level lookup (``_find_run``).
         self._open_run = self._registry.find
         self._content = ContentPolicy(capture_content, max_content_length, redact)
         self._metrics = GenAIMetrics.create(meter_provider)
@@ -167,13 +167,12 @@ class OTelHandler(BaseCallbackHandler):
                          self._budget).atexit = False
         context_bridge.install()
 
-    def _open_parent(self, parent_run_id: Any) -> RunState | None:
-        """This handler's open run for a start's parent id (None for a root): the registry's
-        own dict lookup, by ``run_key``."""
-        if parent_run_id is None:
+    def _find_run(self, run_id: Any) -> RunState | None:
+        """This handler's open run for a run id (a start's parent id, a token's run id), None
+        for None (a root's parent): the registry's own dict lookup, by ``run_key``."""
+        if run_id is None:
             return None
-        return self._open_run(parent_run_id.int if parent_run_id.__class__ is UUID
-                              else run_key(parent_run_id))
+        return self._open_run(run_id.int if run_id.__class__ is UUID else run_key(run_id))
 
     def _measuring(self) -> bool:
         """Whether runs are measured; with no provider given, from when the global one is set
@@ -355,7 +354,7 @@ class OTelHandler(BaseCallbackHandler):
                        metadata: dict[str, Any] | None = None, name: str | None = None,
                        run_type: str | None = None, **kwargs: Any) -> None:
         try:
-            parent = self._open_parent(parent_run_id)
+            parent = self._find_run(parent_run_id)
             if (parent is not None and not parent.recording
                     and self._unsampled_child(run_id, parent_run_id, parent, attr.CHAIN)):
                 return
@@ -399,7 +398,7 @@ class OTelHandler(BaseCallbackHandler):
     # --- models ----------------------------------------------------------------------------
     def _model_start(self, run_type: str, serialized: Any, run_id: Any, parent_run_id: Any,
                      tags: Any, metadata: Any, kwargs: dict[str, Any], inputs: Any) -> None:
-        parent = self._open_parent(parent_run_id)
+        parent = self._find_run(parent_run_id)
         if (parent is not None and not parent.recording
                 and self._unsampled_child(run_id, parent_run_id, parent, run_type)):
             return
@@ -464,7 +463,7 @@ class OTelHandler(BaseCallbackHandler):
         try:
             state = self._tokens.streaming
             if state.run_id is not run_id:  # LangChain passes the same UUID object per token
-                found = self._registry.get(run_id)
+                found = self._find_run(run_id)
                 if found is None:
                     return
                 state = found
@@ -491,9 +490,10 @@ class OTelHandler(BaseCallbackHandler):
             _skipped(self, "on_llm_new_token", exc)
 
     def _token_event(self, state: RunState, token: Any, count: int) -> None:
+        # UTF-8-safe as made: an int, and the content ``_content_attr`` repairs itself.
         attributes: dict[str, Any] = {"index": count}
-        self._content_attr(attributes, "content", token)
-        attributes = utf8_safe_attributes(attributes)
+        if self._content.enabled:
+            self._content_attr(attributes, "content", token)
         if count == 1:
             now = time.time_ns()
             if not state.first_chunk_ns:
@@ -539,7 +539,7 @@ class OTelHandler(BaseCallbackHandler):
                       metadata: dict[str, Any] | None = None, inputs: dict[str, Any] | None = None,
                       **kwargs: Any) -> None:
         try:
-            parent = self._open_parent(parent_run_id)
+            parent = self._find_run(parent_run_id)
             if (parent is not None and not parent.recording
                     and self._unsampled_child(run_id, parent_run_id, parent, attr.TOOL)):
                 return
@@ -581,7 +581,7 @@ class OTelHandler(BaseCallbackHandler):
                            parent_run_id: UUID | None = None, tags: list[str] | None = None,
                            metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
         try:
-            parent = self._open_parent(parent_run_id)
+            parent = self._find_run(parent_run_id)
             if (parent is not None and not parent.recording
                     and self._unsampled_child(run_id, parent_run_id, parent, attr.RETRIEVER)):
                 return

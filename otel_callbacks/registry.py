@@ -109,7 +109,9 @@ class RunState:
 
     def count_token(self) -> int:
         """Count one more content token, folding in the ticks taken; returns the total."""
-        count = self.token_count = self.tokens + 1
+        ticks = self.ticks  # ``tokens``, inline: once per token until the hot path takes over
+        count = self.token_count = (self.token_count + 1 if ticks is _NO_TICKS
+                                    else self.token_count + 1 + TICKS - length_hint(ticks))
         self.ticks = _NO_TICKS
         return count
 
