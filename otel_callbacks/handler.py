@@ -466,7 +466,9 @@ class OTelHandler(BaseCallbackHandler):
                 found = self._find_run(run_id)
                 if found is None:
                     return
-                state = found
+                # Remembered from its first token: the next ones (events, then the hot path's)
+                # need no lookup. The hot path takes none of them before ``count_on_hot_path``.
+                state = self._tokens.streaming = found
             if token.__class__ is not str or not token:
                 # Not plain text: the role-only opening chunk, the finish or usage-only chunk
                 # and LangChain's closing marker carry none; content blocks or tool-call
@@ -484,7 +486,6 @@ class OTelHandler(BaseCallbackHandler):
             if count <= limit:
                 self._token_event(state, token, count)
             if count >= limit:  # the hot path may take this run's next tokens
-                self._tokens.streaming = state
                 state.count_on_hot_path()
         except Exception as exc:
             _skipped(self, "on_llm_new_token", exc)
