@@ -84,11 +84,11 @@ class RunState:
             self.root = root
             self.tree = root.tree
         self.run_type = run_type
-        # Streamed content tokens: ``token_count`` plus the ticks the handler's hot path took
-        # from ``ticks`` (read both through ``tokens``). A range iterator: a token takes one
-        # with ``next()``, C calls only, nothing stored back; what is left of it says how many
-        # were taken. An int read, bumped, compared and stored back costs twice as much on
-        # Python 3.10, which does not specialise bytecode (~90 ns a token against ~40).
+        # Streamed content tokens (read through ``tokens``): ``token_count`` counts the ticks
+        # handed to the hot path as if taken, less what is left of ``ticks``. A range iterator:
+        # a token takes one with ``next()``, C calls only, nothing stored back. An int read,
+        # bumped, compared and stored back costs twice as much on Python 3.10, which does not
+        # specialise bytecode (~90 ns a token against ~40).
         self.token_count = 0
         self.ticks = _NO_TICKS
         self.first_chunk_ns = 0  # the first streamed chunk, content or not (time to first chunk)
@@ -104,19 +104,17 @@ class RunState:
     @property
     def tokens(self) -> int:
         """Content tokens streamed so far."""
-        ticks = self.ticks
-        return self.token_count + (0 if ticks is _NO_TICKS else TICKS - length_hint(ticks))
+        return self.token_count - length_hint(self.ticks)
 
     def count_token(self) -> int:
         """Count one more content token, folding in the ticks taken; returns the total."""
-        ticks = self.ticks  # ``tokens``, inline: once per token until the hot path takes over
-        count = self.token_count = (self.token_count + 1 if ticks is _NO_TICKS
-                                    else self.token_count + 1 + TICKS - length_hint(ticks))
+        count = self.token_count = self.tokens + 1
         self.ticks = _NO_TICKS
         return count
 
     def count_on_hot_path(self) -> None:
         """Let the handler's hot path count this run's next ``TICKS`` tokens."""
+        self.token_count = self.tokens + TICKS
         self.ticks = iter(range(TICKS))
 
 
